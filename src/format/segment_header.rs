@@ -1,0 +1,195 @@
+//! The segment header: the first 4 KiB block of every segment file.
+//!
+//! ```text
+//! offset size field
+//!      0    8 magic "SHRDSEG1"
+//!      8    4 format version (u32 LE)
+//!     12    4 flags (must be 0)
+//!     16   16 log id
+//!     32    4 shard id (u32 LE)
+//!     36    4 reserved (must be 0)
+//!     40    8 segment index (u64 LE; strictly increasing per shard, never reused)
+//!     48    8 first sequence number of the segment
+//!     56    8 first epoch of the segment
+//!     64    8 nonce (random per segment incarnation)
+//!     72    8 segment size in bytes (the file's capacity; bounds every offset)
+//!     80    4 CRC32C of bytes 0..80
+//!     84 4012 zero
+//! ```
+//! Records start at offset [`BLOCK`](super::BLOCK).
+
+use super::{BLOCK, log_id::FORMAT_VERSION, seed::SegmentSeed, u32_at, u64_at};
+
+const MAGIC: &[u8; 8] = b"SHRDSEG1";
+/// Bytes of the header that carry meaning (the rest of the block is zero).
+pub const HEADER_USED: usize = 84;
+/// Offset of the first record frame.
+pub const RECORDS_START: usize = BLOCK;
+/// Smallest segment size accepted: the header block plus one block of records.
+pub const MIN_SEGMENT_SIZE: u64 = 2 * BLOCK as u64;
+/// Largest segment size accepted when decoding: 16 GiB.
+pub const MAX_SEGMENT_SIZE: u64 = 16 << 30;
+
+/// The decoded segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// The log this segment belongs to.
+    pub log_id: [u8; 16],
+    /// The owning shard.
+    pub shard: u32,
+    /// Position of this segment in the shard's log (strictly increasing).
+    pub index: u64,
+    /// Sequence number of the first record in the segment.
+    pub first_seq: u64,
+    /// Epoch of the first record in the segment.
+    pub first_epoch: u64,
+    /// Random nonce of this incarnation of the file.
+    pub nonce: u64,
+    /// Capacity of the segment in bytes.
+    pub segment_size: u64,
+}
+
+/// Why a header block was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// The block is all zero: a prepared segment that was never used.
+    Blank,
+    /// Anything else; the string says what.
+    Invalid(String),
+}
+
+impl SegmentHeader {
+    /// The CRC seed for this segment's records.
+    pub fn seed(&self) -> SegmentSeed {
+        SegmentSeed::derive(
+            self.log_id,
+            self.shard,
+            self.index,
+            self.first_seq,
+            self.nonce,
+        )
+    }
+
+    /// Encode into the first `HEADER_USED` bytes of `out`, zeroing the rest
+    /// of the block. `out` must be at least one block long.
+    pub fn encode_into(&self, out: &mut [u8]) {
+        let b = &mut out[..BLOCK];
+        b.fill(0);
+        b[..8].copy_from_slice(MAGIC);
+        b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        b[16..32].copy_from_slice(&self.log_id);
+        b[32..36].copy_from_slice(&self.shard.to_le_bytes());
+        b[40..48].copy_from_slice(&self.index.to_le_bytes());
+        b[48..56].copy_from_slice(&self.first_seq.to_le_bytes());
+        b[56..64].copy_from_slice(&self.first_epoch.to_le_bytes());
+        b[64..72].copy_from_slice(&self.nonce.to_le_bytes());
+        b[72..80].copy_from_slice(&self.segment_size.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..80]);
+        b[80..84].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Decode and validate a header block.
+    pub fn decode(b: &[u8]) -> Result<SegmentHeader, HeaderError> {
+        if b.len() < HEADER_USED {
+            return Err(HeaderError::Invalid(format!(
+                "header truncated to {} bytes",
+                b.len()
+            )));
+        }
+        let used = &b[..b.len().min(BLOCK)];
+        if used.iter().all(|&x| x == 0) {
+            return Err(HeaderError::Blank);
+        }
+        if &b[..8] != MAGIC {
+            return Err(HeaderError::Invalid("bad segment magic".into()));
+        }
+        let (stored, computed) = (u32_at(b, 80), crc32c::crc32c(&b[..80]));
+        if stored != computed {
+            return Err(HeaderError::Invalid(format!(
+                "header CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            )));
+        }
+        let version = u32_at(b, 8);
+        if version != FORMAT_VERSION {
+            return Err(HeaderError::Invalid(format!(
+                "unsupported format version {version}"
+            )));
+        }
+        if u32_at(b, 12) != 0 || u32_at(b, 36) != 0 {
+            return Err(HeaderError::Invalid("reserved header bits set".into()));
+        }
+        let segment_size = u64_at(b, 72);
+        if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&segment_size)
+            || segment_size % BLOCK as u64 != 0
+        {
+            return Err(HeaderError::Invalid(format!(
+                "segment size {segment_size} out of bounds"
+            )));
+        }
+        let mut log_id = [0u8; 16];
+        log_id.copy_from_slice(&b[16..32]);
+        Ok(SegmentHeader {
+            log_id,
+            shard: u32_at(b, 32),
+            index: u64_at(b, 40),
+            first_seq: u64_at(b, 48),
+            first_epoch: u64_at(b, 56),
+            nonce: u64_at(b, 64),
+            segment_size,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> SegmentHeader {
+        SegmentHeader {
+            log_id: [7; 16],
+            shard: 3,
+            index: 9,
+            first_seq: 1000,
+            first_epoch: 4,
+            nonce: 0xdead_beef,
+            segment_size: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn round_trips() {
+        let mut b = vec![0xffu8; BLOCK];
+        sample().encode_into(&mut b);
+        assert_eq!(SegmentHeader::decode(&b), Ok(sample()));
+    }
+
+    #[test]
+    fn every_bit_flip_in_the_used_bytes_is_rejected() {
+        let mut b = vec![0u8; BLOCK];
+        sample().encode_into(&mut b);
+        for bit in 0..HEADER_USED * 8 {
+            let mut bad = b.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            assert!(SegmentHeader::decode(&bad).is_err(), "bit {bit} accepted");
+        }
+    }
+
+    #[test]
+    fn zero_block_is_blank() {
+        assert_eq!(
+            SegmentHeader::decode(&[0u8; BLOCK]),
+            Err(HeaderError::Blank)
+        );
+    }
+
+    #[test]
+    fn different_segments_get_different_seeds() {
+        let a = sample();
+        let mut b = a;
+        b.nonce += 1;
+        assert_ne!(a.seed(), b.seed());
+        b = a;
+        b.index += 1;
+        assert_ne!(a.seed(), b.seed());
+    }
+}

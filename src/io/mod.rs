@@ -1,0 +1,85 @@
+//! The I/O backend: the one small trait all file I/O goes through.
+//!
+//! Contract (what the writer and recovery rely on):
+//! - Writes are positional, block-aligned in position and length, and
+//!   concurrent writes never overlap (the writer orders overlapping ones).
+//! - A successful `write_at` means the bytes are visible to later reads, not
+//!   that they are durable. Only `sync_data` makes the bytes written before
+//!   it durable, and only `sync_dir` makes a created, renamed or removed name
+//!   durable.
+//! - Any error is final for the shard that saw it (fail-stop): the caller
+//!   never retries a failed write or fsync.
+//!
+//! Implementations: [`dma::DmaStorage`] (production, glommio Direct I/O over
+//! io_uring), [`std_fs::StdStorage`] (blocking std files, for tools), and
+//! [`sim::SimStorage`] (in memory, injects faults and simulates crashes that
+//! drop or tear unsynced writes).
+
+pub mod aligned;
+pub mod dma;
+pub mod sim;
+pub mod std_fs;
+
+use std::io;
+use std::ops::Deref;
+use std::path::Path;
+use std::rc::Rc;
+
+pub use aligned::AlignedBuf;
+
+/// A block-aligned buffer a file can write from.
+pub trait IoBuf: 'static {
+    /// The bytes of the buffer.
+    fn as_slice(&self) -> &[u8];
+    /// The bytes of the buffer, mutably.
+    fn as_mut_slice(&mut self) -> &mut [u8];
+    /// Shorten the buffer to `len` bytes (a multiple of the block size).
+    fn trim(&mut self, len: usize);
+}
+
+/// A directory-level file system. Cheap to clone; lives on one executor.
+#[allow(async_fn_in_trait)] // thread-per-core: futures are deliberately !Send
+pub trait Storage: Clone + 'static {
+    /// Write buffer type.
+    type Buf: IoBuf;
+    /// Open file type.
+    type File: StorageFile<Buf = Self::Buf>;
+    /// Allocate a block-aligned write buffer of `len` bytes (contents unspecified).
+    fn alloc_buf(&self, len: usize) -> Self::Buf;
+    /// Open `path` for reading and writing. With `create`, the file must not
+    /// exist and is created with owner-only permissions.
+    async fn open(&self, path: &Path, create: bool) -> io::Result<Self::File>;
+    /// Remove a file.
+    async fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Rename a file (atomically replacing `to`).
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Names of the entries of `dir`.
+    async fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Create `dir` and its parents with owner-only permissions.
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Make the entries of `dir` durable.
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// An open file.
+#[allow(async_fn_in_trait)]
+pub trait StorageFile: 'static {
+    /// Write buffer type.
+    type Buf: IoBuf;
+    /// Read result type; its bytes are block-aligned in memory.
+    type ReadBuf: Deref<Target = [u8]>;
+    /// Write the whole buffer at `pos`; returns the bytes written.
+    async fn write_at(&self, buf: Rc<Self::Buf>, pos: u64) -> io::Result<usize>;
+    /// Read up to `len` bytes at the block-aligned `pos`; short at end of file.
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Self::ReadBuf>;
+    /// Make every completed write durable (fdatasync).
+    async fn sync_data(&self) -> io::Result<()>;
+    /// Current file size.
+    async fn size(&self) -> io::Result<u64>;
+    /// Truncate or extend the file to `len` bytes.
+    async fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Reserve `len` bytes of blocks (fallocate, keeping the visible size).
+    async fn allocate(&self, len: u64) -> io::Result<()>;
+    /// Close the file.
+    async fn close(self) -> io::Result<()>;
+}

@@ -1,0 +1,393 @@
+//! In-memory storage that injects faults and simulates crashes.
+//!
+//! Every file keeps two images: `live` (what reads see) and `durable` (what
+//! survives a crash), plus the list of writes since the last `sync_data`.
+//! Names are likewise live or durable (made durable by `sync_dir`).
+//! [`SimStorage::crash`] builds the disk a machine would see after power
+//! loss: durable names and bytes, plus a random subset of the unsynced
+//! writes, each applied whole, dropped, or torn at 512-byte sector
+//! granularity (the media assumption of `docs/FORMAT.md`).
+//!
+//! Faults: EIO or ENOSPC or a short write on the n-th write, EIO on the n-th
+//! fsync, and a capacity after which writes fail with ENOSPC.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use super::{AlignedBuf, Storage, StorageFile};
+
+/// Sector size assumed atomic by the crash model.
+pub const SECTOR: usize = 512;
+
+/// A fault to inject into a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFault {
+    /// The write fails with EIO.
+    Eio,
+    /// The write fails with ENOSPC.
+    Enospc,
+    /// The write stores only its first half and reports that length.
+    Short,
+}
+
+/// How a crash treats writes that were not made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMode {
+    /// Every unsynced write is lost.
+    DropAll,
+    /// Every unsynced write survives (a process kill with a healthy kernel).
+    KeepAll,
+    /// Each unsynced write is kept, dropped or torn (random sectors kept), at random.
+    Random,
+}
+
+#[derive(Default)]
+struct FileData {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+    unsynced: Vec<(u64, Vec<u8>)>,
+}
+
+type FileRef = Rc<RefCell<FileData>>;
+
+#[derive(Default)]
+struct Fs {
+    live: BTreeMap<PathBuf, FileRef>,
+    durable: BTreeMap<PathBuf, FileRef>,
+    dirs: BTreeMap<PathBuf, ()>,
+    writes: u64,
+    syncs: u64,
+    write_fault: Option<(u64, WriteFault)>,
+    sync_fault: Option<u64>,
+    capacity: Option<u64>,
+}
+
+impl Fs {
+    fn used(&self) -> u64 {
+        self.live.values().map(|f| f.borrow().live.len() as u64).sum()
+    }
+}
+
+/// The simulated storage. Clones share one simulated disk.
+#[derive(Clone, Default)]
+pub struct SimStorage {
+    fs: Rc<RefCell<Fs>>,
+}
+
+/// An open simulated file.
+pub struct SimFile {
+    fs: Rc<RefCell<Fs>>,
+    data: FileRef,
+}
+
+fn parent(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// A small deterministic PRNG (splitmix64) for crash decisions.
+#[derive(Debug, Clone)]
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// A number in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+fn apply(image: &mut Vec<u8>, pos: u64, bytes: &[u8]) {
+    let pos = pos as usize;
+    if image.len() < pos + bytes.len() {
+        image.resize(pos + bytes.len(), 0);
+    }
+    image[pos..pos + bytes.len()].copy_from_slice(bytes);
+}
+
+impl SimStorage {
+    /// An empty simulated disk.
+    pub fn new() -> SimStorage {
+        SimStorage::default()
+    }
+
+    /// Make the write that comes `after` more writes from now fail with `fault`
+    /// (`after = 0`: the very next write).
+    pub fn fail_write(&self, after: u64, fault: WriteFault) {
+        let mut fs = self.fs.borrow_mut();
+        fs.write_fault = Some((fs.writes + after, fault));
+    }
+
+    /// Make the fsync that comes `after` more fsyncs from now fail with EIO.
+    pub fn fail_sync(&self, after: u64) {
+        let mut fs = self.fs.borrow_mut();
+        fs.sync_fault = Some(fs.syncs + after);
+    }
+
+    /// Writes that would grow the disk's total live bytes beyond `bytes`
+    /// fail with ENOSPC.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.fs.borrow_mut().capacity = bytes;
+    }
+
+    /// Clear every injected fault.
+    pub fn heal(&self) {
+        let mut fs = self.fs.borrow_mut();
+        fs.write_fault = None;
+        fs.sync_fault = None;
+        fs.capacity = None;
+    }
+
+    /// Number of completed writes and fsyncs so far.
+    pub fn counters(&self) -> (u64, u64) {
+        let fs = self.fs.borrow();
+        (fs.writes, fs.syncs)
+    }
+
+    /// The disk as it would be found after a crash now, as a new,
+    /// independent `SimStorage`. `self` is left untouched.
+    pub fn crash(&self, mode: CrashMode, seed: u64) -> SimStorage {
+        let mut rng = SplitMix(seed);
+        let fs = self.fs.borrow();
+        let mut out = Fs {
+            dirs: fs.dirs.clone(),
+            ..Fs::default()
+        };
+        for (path, file) in &fs.durable {
+            let f = file.borrow();
+            let mut image = f.durable.clone();
+            for (pos, bytes) in &f.unsynced {
+                let choice = match mode {
+                    CrashMode::DropAll => 0,
+                    CrashMode::KeepAll => 1,
+                    CrashMode::Random => rng.below(3),
+                };
+                match choice {
+                    0 => {}
+                    1 => apply(&mut image, *pos, bytes),
+                    _ => {
+                        for (i, sector) in bytes.chunks(SECTOR).enumerate() {
+                            if rng.below(2) == 0 {
+                                apply(&mut image, pos + (i * SECTOR) as u64, sector);
+                            }
+                        }
+                    }
+                }
+            }
+            let data = Rc::new(RefCell::new(FileData {
+                live: image.clone(),
+                durable: image,
+                unsynced: Vec::new(),
+            }));
+            out.live.insert(path.clone(), data.clone());
+            out.durable.insert(path.clone(), data);
+        }
+        SimStorage {
+            fs: Rc::new(RefCell::new(out)),
+        }
+    }
+
+    /// The live bytes of a file, if it exists (for tests that corrupt files).
+    pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
+        self.fs.borrow().live.get(path).map(|f| f.borrow().live.clone())
+    }
+
+    /// Replace the live and durable bytes of an existing file (for tests).
+    pub fn write_file(&self, path: &Path, bytes: &[u8]) {
+        if let Some(f) = self.fs.borrow().live.get(path) {
+            let mut f = f.borrow_mut();
+            f.live = bytes.to_vec();
+            f.durable = bytes.to_vec();
+            f.unsynced.clear();
+        }
+    }
+
+    /// Every live file path.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.fs.borrow().live.keys().cloned().collect()
+    }
+}
+
+impl Storage for SimStorage {
+    type Buf = AlignedBuf;
+    type File = SimFile;
+
+    fn alloc_buf(&self, len: usize) -> AlignedBuf {
+        AlignedBuf::zeroed(len)
+    }
+
+    async fn open(&self, path: &Path, create: bool) -> io::Result<SimFile> {
+        let mut fs = self.fs.borrow_mut();
+        if create {
+            if fs.live.contains_key(path) {
+                return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+            }
+            if !fs.dirs.contains_key(&parent(path)) {
+                return Err(io::Error::from(io::ErrorKind::NotFound));
+            }
+            let data: FileRef = Rc::default();
+            fs.live.insert(path.to_path_buf(), data.clone());
+            return Ok(SimFile {
+                fs: self.fs.clone(),
+                data,
+            });
+        }
+        let data = fs
+            .live
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        Ok(SimFile {
+            fs: self.fs.clone(),
+            data,
+        })
+    }
+
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        self.fs
+            .borrow_mut()
+            .live
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut fs = self.fs.borrow_mut();
+        let f = fs
+            .live
+            .remove(from)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        fs.live.insert(to.to_path_buf(), f);
+        Ok(())
+    }
+
+    async fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let fs = self.fs.borrow();
+        if !fs.dirs.contains_key(dir) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        let mut names: Vec<String> = fs
+            .live
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        names.extend(
+            fs.dirs
+                .keys()
+                .filter(|p| p.parent() == Some(dir))
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())),
+        );
+        names.sort();
+        Ok(names)
+    }
+
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut fs = self.fs.borrow_mut();
+        for anc in dir.ancestors() {
+            fs.dirs.insert(anc.to_path_buf(), ());
+        }
+        Ok(())
+    }
+
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut fs = self.fs.borrow_mut();
+        let fs = &mut *fs;
+        fs.durable.retain(|p, _| p.parent() != Some(dir));
+        for (p, f) in &fs.live {
+            if p.parent() == Some(dir) {
+                fs.durable.insert(p.clone(), f.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StorageFile for SimFile {
+    type Buf = AlignedBuf;
+    type ReadBuf = AlignedBuf;
+
+    async fn write_at(&self, buf: Rc<AlignedBuf>, pos: u64) -> io::Result<usize> {
+        let mut fs = self.fs.borrow_mut();
+        let n = fs.writes;
+        fs.writes += 1;
+        let mut len = buf.len();
+        if let Some((at, fault)) = fs.write_fault
+            && at == n
+        {
+            fs.write_fault = None;
+            match fault {
+                WriteFault::Eio => return Err(io::Error::from_raw_os_error(libc::EIO)),
+                WriteFault::Enospc => return Err(io::Error::from_raw_os_error(libc::ENOSPC)),
+                WriteFault::Short => len /= 2,
+            }
+        }
+        let cur = self.data.borrow().live.len() as u64;
+        let grow = (pos + len as u64).saturating_sub(cur);
+        if let Some(cap) = fs.capacity
+            && grow > 0
+            && fs.used() + grow > cap
+        {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let mut d = self.data.borrow_mut();
+        apply(&mut d.live, pos, &buf[..len]);
+        d.unsynced.push((pos, buf[..len].to_vec()));
+        Ok(len)
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<AlignedBuf> {
+        let d = self.data.borrow();
+        let start = (pos as usize).min(d.live.len());
+        let end = (start + len).min(d.live.len());
+        Ok(AlignedBuf::from_slice(&d.live[start..end]))
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        let mut fs = self.fs.borrow_mut();
+        let n = fs.syncs;
+        fs.syncs += 1;
+        if fs.sync_fault == Some(n) {
+            fs.sync_fault = None;
+            // Like Linux after a failed writeback: the unsynced bytes are
+            // gone from the durable image and the error is reported once.
+            self.data.borrow_mut().unsynced.clear();
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        let mut d = self.data.borrow_mut();
+        let d = &mut *d;
+        for (pos, bytes) in d.unsynced.drain(..) {
+            apply(&mut d.durable, pos, &bytes);
+        }
+        d.durable.truncate(d.live.len());
+        Ok(())
+    }
+
+    async fn size(&self) -> io::Result<u64> {
+        Ok(self.data.borrow().live.len() as u64)
+    }
+
+    async fn set_len(&self, len: u64) -> io::Result<()> {
+        // The new size becomes durable with the next fsync.
+        self.data.borrow_mut().live.resize(len as usize, 0);
+        Ok(())
+    }
+
+    async fn allocate(&self, _len: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    async fn close(self) -> io::Result<()> {
+        Ok(())
+    }
+}

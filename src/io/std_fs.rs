@@ -1,0 +1,131 @@
+//! Blocking std-file backend, for tools and for code outside an executor.
+//! Reads and writes are `pread`/`pwrite` on ordinary (buffered) files.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::rc::Rc;
+
+use super::{AlignedBuf, Storage, StorageFile};
+
+/// Std-file storage.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdStorage;
+
+/// An open std file.
+#[derive(Debug)]
+pub struct StdFile {
+    file: File,
+}
+
+/// Sorted names of the entries of `dir`.
+pub(crate) fn list_dir(dir: &Path) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// fsync a directory so its entries are durable.
+pub(crate) fn sync_dir_blocking(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl Storage for StdStorage {
+    type Buf = AlignedBuf;
+    type File = StdFile;
+
+    fn alloc_buf(&self, len: usize) -> AlignedBuf {
+        AlignedBuf::zeroed(len)
+    }
+
+    async fn open(&self, path: &Path, create: bool) -> io::Result<StdFile> {
+        let mut o = OpenOptions::new();
+        o.read(true).write(true);
+        if create {
+            o.create_new(true).mode(0o600);
+        }
+        Ok(StdFile { file: o.open(path)? })
+    }
+
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    async fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        list_dir(dir)
+    }
+
+    async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+    }
+
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        sync_dir_blocking(dir)
+    }
+}
+
+impl StorageFile for StdFile {
+    type Buf = AlignedBuf;
+    type ReadBuf = AlignedBuf;
+
+    async fn write_at(&self, buf: Rc<AlignedBuf>, pos: u64) -> io::Result<usize> {
+        self.file.write_all_at(&buf, pos)?;
+        Ok(buf.len())
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<AlignedBuf> {
+        let mut b = AlignedBuf::zeroed(len);
+        let mut got = 0;
+        while got < len {
+            let n = self.file.read_at(&mut b[got..], pos + got as u64)?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        b.set_len(got);
+        Ok(b)
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    async fn size(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    async fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    async fn allocate(&self, len: u64) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let len = i64::try_from(len).map_err(io::Error::other)?;
+        // SAFETY: the fd is owned by `self.file` and open for writing for the
+        // duration of the call; fallocate does not touch our memory.
+        let r = unsafe {
+            libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len)
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    async fn close(self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,32 @@
+//! # shardwal
+//!
+//! A thread-per-core, sharded write-ahead log for stream processors. Each
+//! pinned core owns one shard: its own segment files, writer, dense sequence
+//! numbers and epoch. Nothing on the append path is shared between shards.
+//!
+//! See `ARCHITECTURE.md` for the code map and `docs/FORMAT.md` for the bytes.
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod format;
+pub mod ids;
+pub mod io;
+pub mod log_dir;
+pub mod reader;
+pub mod recovery;
+pub mod segment;
+pub mod writer;
+
+pub use config::{FsyncPolicy, SegmentPrepare, ShardConfig};
+pub use error::{Error, Result};
+pub use format::frame::RecordKind;
+pub use ids::{CheckpointId, Epoch, Lsn, Seq, ShardId};
+pub use io::dma::DmaStorage;
+pub use io::sim::SimStorage;
+pub use io::std_fs::StdStorage;
+pub use io::{Storage, StorageFile};
+pub use reader::{Record, ShardReader};
+pub use recovery::ShardRecovery;
+pub use writer::{BatchLsns, ShardLog, WriterStats};

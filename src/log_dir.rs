@@ -1,0 +1,75 @@
+//! The log directory: its `LOG_ID` file, created once when the directory is
+//! initialised and read by every shard when it opens.
+
+use std::path::Path;
+use std::rc::Rc;
+
+use crate::error::{Error, Result};
+use crate::format::{BLOCK, log_id};
+use crate::io::{IoBuf, Storage, StorageFile};
+
+/// Name of the log id file.
+pub const LOG_ID_FILE: &str = "LOG_ID";
+
+/// Read the log id of `dir`, creating the directory and a fresh id if the
+/// directory holds none. Creation is atomic: temp file, fdatasync, rename,
+/// directory fsync.
+pub async fn load_or_init<S: Storage>(storage: &S, dir: &Path) -> Result<[u8; 16]> {
+    storage
+        .create_dir_all(dir)
+        .await
+        .map_err(|e| Error::io("create directory", dir, e))?;
+    let path = dir.join(LOG_ID_FILE);
+    match storage.open(&path, false).await {
+        Ok(f) => {
+            let bytes = f
+                .read_at(0, BLOCK)
+                .await
+                .map_err(|e| Error::io("read", &path, e))?;
+            let _ = f.close().await;
+            let used = bytes.get(..log_id::LOG_ID_LEN).unwrap_or(&bytes);
+            log_id::decode(used).map_err(|detail| Error::NotALog {
+                path: path.clone(),
+                detail,
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = log_id::random();
+            let tmp = dir.join(format!("{LOG_ID_FILE}.tmp"));
+            let _ = storage.remove(&tmp).await;
+            let f = storage
+                .open(&tmp, true)
+                .await
+                .map_err(|e| Error::io("create", &tmp, e))?;
+            let mut buf = storage.alloc_buf(BLOCK);
+            buf.as_mut_slice().fill(0);
+            buf.as_mut_slice()[..log_id::LOG_ID_LEN].copy_from_slice(&log_id::encode(id));
+            let n = f
+                .write_at(Rc::new(buf), 0)
+                .await
+                .map_err(|e| Error::io("write", &tmp, e))?;
+            if n != BLOCK {
+                return Err(Error::ShortWrite {
+                    path: tmp,
+                    offset: 0,
+                    written: n,
+                    expected: BLOCK,
+                });
+            }
+            f.sync_data()
+                .await
+                .map_err(|e| Error::io("fdatasync", &tmp, e))?;
+            let _ = f.close().await;
+            storage
+                .rename(&tmp, &path)
+                .await
+                .map_err(|e| Error::io("rename", &path, e))?;
+            storage
+                .sync_dir(dir)
+                .await
+                .map_err(|e| Error::io("directory fsync", dir, e))?;
+            Ok(id)
+        }
+        Err(e) => Err(Error::io("open", &path, e)),
+    }
+}

@@ -1,0 +1,11 @@
+//! Recovery of one shard: scan its segments, classify where the valid log
+//! ends ([`scan`], written as a table of cases), and cut a torn tail
+//! ([`shard`]).
+
+pub mod scan;
+pub mod shard;
+
+pub use scan::{
+    Corrupt, Expect, ScanOutcome, ScannedSegment, Scanner, SegmentBytes, Stop, TornTail, classify,
+};
+pub use shard::ShardRecovery;

@@ -1,0 +1,382 @@
+//! Classify the valid extent of a shard's log from the bytes of its segments.
+//!
+//! The scan walks frames from the first segment, checking each frame's CRC
+//! (seeded per segment) and that sequence numbers are dense. It stops at the
+//! first position `(segment i, offset p)` where the expected frame (seq `E`)
+//! is not found. What that stop means is decided by this table:
+//!
+//! | stop                                      | later evidence                          | verdict            |
+//! |-------------------------------------------|-----------------------------------------|--------------------|
+//! | zeros, no later segment                   | —                                       | clean end          |
+//! | zeros, next segment starts at seq `E`     | —                                       | continue in next   |
+//! | zeros / bad frame / bad or blank header   | a later valid frame has durable-next > E | **corruption** at (i, p) |
+//! | zeros / bad frame / bad or blank header   | nothing vouches for `E`                 | torn tail: cut at (i, p) |
+//!
+//! "Vouches": every frame records the writer's durable watermark at the time
+//! it was built. If a later frame says `E` was already durable, the bytes at
+//! `(i, p)` were once durable and are now damaged: that is corruption, never
+//! a torn tail. Otherwise the damage lies in bytes that were never
+//! acknowledged (writes that were in flight, possibly completed out of order,
+//! when the process or machine died), and cutting them loses nothing that was
+//! reported durable.
+
+use std::path::PathBuf;
+
+use crate::format::frame::{Decoded, decode_at};
+use crate::format::segment_header::{HeaderError, RECORDS_START, SegmentHeader};
+use crate::format::{FRAME_ALIGN, align_up, frame::RecordKind};
+
+/// The bytes of one segment file, as read from disk.
+pub struct SegmentBytes<'a> {
+    /// Segment index from the file name.
+    pub index: u64,
+    /// The file's path (for error messages).
+    pub path: PathBuf,
+    /// The file's contents (possibly shorter than the segment size).
+    pub bytes: &'a [u8],
+}
+
+/// A segment that is part of the recovered log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScannedSegment {
+    /// Segment index.
+    pub index: u64,
+    /// File path.
+    pub path: PathBuf,
+    /// Its header.
+    pub header: SegmentHeader,
+    /// Offset just past the last valid frame.
+    pub valid_end: u64,
+    /// Offset past the last non-zero byte found in the file (block-aligned):
+    /// everything in `valid_end..data_end` must be zeroed before writing on.
+    pub data_end: u64,
+    /// Sequence number after the segment's last record.
+    pub next_seq: u64,
+    /// Records in the segment.
+    pub records: u64,
+}
+
+/// Where the log was cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment holding the first missing frame.
+    pub path: PathBuf,
+    /// Its offset.
+    pub offset: u64,
+    /// Why the frame there was not valid.
+    pub detail: String,
+    /// Bytes discarded (in this segment and the dropped ones).
+    pub bytes: u64,
+}
+
+/// Result of classifying a shard's segments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanOutcome {
+    /// The segments that hold the recovered log, in order.
+    pub kept: Vec<ScannedSegment>,
+    /// Segment files after the end of the log (blank, torn or cut): delete them.
+    pub dropped: Vec<PathBuf>,
+    /// Set when a torn tail was cut.
+    pub torn: Option<TornTail>,
+    /// Sequence number for the next record.
+    pub next_seq: u64,
+    /// Epoch for the next record (last record's epoch, or +1 after a barrier).
+    pub next_epoch: Option<u64>,
+    /// Records recovered.
+    pub records: u64,
+    /// Bytes of frames recovered.
+    pub bytes: u64,
+}
+
+/// Mid-log corruption, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corrupt {
+    /// The segment.
+    pub path: PathBuf,
+    /// The offset of the damaged frame or header.
+    pub offset: u64,
+    /// What failed.
+    pub detail: String,
+}
+
+/// Identity a segment header must match.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect {
+    /// The log's id.
+    pub log_id: [u8; 16],
+    /// The shard.
+    pub shard: u32,
+    /// Bound on payload lengths.
+    pub max_payload: usize,
+}
+
+fn check_header(seg: &SegmentBytes<'_>, exp: &Expect) -> Result<SegmentHeader, HeaderError> {
+    let h = SegmentHeader::decode(seg.bytes)?;
+    if h.log_id != exp.log_id {
+        return Err(HeaderError::Invalid("segment belongs to another log".into()));
+    }
+    if h.shard != exp.shard {
+        return Err(HeaderError::Invalid(format!(
+            "segment belongs to shard {}, not {}",
+            h.shard, exp.shard
+        )));
+    }
+    if h.index != seg.index {
+        return Err(HeaderError::Invalid(format!(
+            "header index {} does not match file name index {}",
+            h.index, seg.index
+        )));
+    }
+    Ok(h)
+}
+
+fn limit(seg: &SegmentBytes<'_>, h: &SegmentHeader) -> usize {
+    seg.bytes.len().min(usize::try_from(h.segment_size).unwrap_or(usize::MAX))
+}
+
+fn data_end(bytes: &[u8]) -> u64 {
+    let last = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    align_up(last, crate::format::BLOCK) as u64
+}
+
+/// Where and why the scan stopped before the end of the files.
+#[derive(Debug, Clone)]
+pub struct Stop {
+    path: PathBuf,
+    offset: usize,
+    detail: String,
+    expected: Option<u64>,
+    here_nonzero: bool,
+    cut_bytes: u64,
+    vouch: u64,
+    later_valid_header: bool,
+    later_nonzero: bool,
+    dropped: Vec<PathBuf>,
+}
+
+/// Streaming scanner: feed it segments in index order; it holds at most the
+/// segment being fed, so memory does not grow with the log.
+pub struct Scanner {
+    exp: Expect,
+    out: ScanOutcome,
+    expected: Option<u64>,
+}
+
+impl Scanner {
+    /// A scanner for a shard with identity `exp`.
+    pub fn new(exp: Expect) -> Scanner {
+        Scanner {
+            exp,
+            out: ScanOutcome {
+                kept: Vec::new(),
+                dropped: Vec::new(),
+                torn: None,
+                next_seq: 0,
+                next_epoch: None,
+                records: 0,
+                bytes: 0,
+            },
+            expected: None,
+        }
+    }
+
+    /// Scan one segment. `next_header` is the first block of the next
+    /// segment file, if there is one. Returns `Some(stop)` when the log does
+    /// not continue past this segment as written: then feed every later
+    /// segment to [`Stop::consider_later`] and call [`Scanner::decide`].
+    /// `on_frame` sees every valid frame in order.
+    pub fn feed(
+        &mut self,
+        seg: &SegmentBytes<'_>,
+        next_header: Option<&[u8]>,
+        mut on_frame: impl FnMut(&crate::format::frame::Frame<'_>),
+    ) -> Option<Stop> {
+        let exp = self.exp;
+        let (p, detail) = match check_header(seg, &exp) {
+            Err(HeaderError::Blank) => (0, "blank segment header".to_string()),
+            Err(HeaderError::Invalid(d)) => (0, d),
+            Ok(h) if self.expected.is_some_and(|e| e != h.first_seq) => (
+                0,
+                format!(
+                    "segment starts at seq {} but seq {} was expected",
+                    h.first_seq,
+                    self.expected.unwrap_or(0)
+                ),
+            ),
+            Ok(h) => {
+                let seed = h.seed();
+                let lim = limit(seg, &h);
+                let buf = &seg.bytes[..lim];
+                let mut e = h.first_seq;
+                let mut pos = RECORDS_START;
+                let mut records = 0;
+                let mut epoch = self.out.next_epoch.unwrap_or(0).max(h.first_epoch);
+                let why = loop {
+                    match decode_at(buf, pos, seed, exp.max_payload) {
+                        Decoded::Frame(f) if f.meta.seq == e && f.meta.epoch < epoch => {
+                            break Some(format!(
+                                "epoch went backwards: seq {e} has epoch {} after epoch {epoch}",
+                                f.meta.epoch
+                            ));
+                        }
+                        Decoded::Frame(f) if f.meta.seq == e => {
+                            on_frame(&f);
+                            e += 1;
+                            records += 1;
+                            self.out.bytes += f.len as u64;
+                            pos += f.len;
+                            epoch = if f.meta.kind == RecordKind::Barrier {
+                                f.meta.epoch + 1
+                            } else {
+                                f.meta.epoch
+                            };
+                        }
+                        Decoded::Frame(f) => {
+                            break Some(format!(
+                                "sequence gap: expected seq {e}, found seq {}",
+                                f.meta.seq
+                            ));
+                        }
+                        Decoded::End => break None,
+                        Decoded::Invalid(d) => break Some(d),
+                    }
+                };
+                self.out.kept.push(ScannedSegment {
+                    index: seg.index,
+                    path: seg.path.clone(),
+                    header: h,
+                    valid_end: pos as u64,
+                    data_end: data_end(seg.bytes),
+                    next_seq: e,
+                    records,
+                });
+                self.out.records += records;
+                self.out.next_seq = e;
+                self.out.next_epoch = Some(epoch);
+                self.expected = Some(e);
+                match why {
+                    None => {
+                        // Zeros: a clean end, unless the next segment does not
+                        // start where this one ends.
+                        let next_ok = next_header.is_none_or(|nh| {
+                            SegmentHeader::decode(nh).is_ok_and(|nh| {
+                                nh.first_seq == e
+                                    && nh.log_id == exp.log_id
+                                    && nh.shard == exp.shard
+                            })
+                        });
+                        if next_ok {
+                            return None;
+                        }
+                        (pos, "the next segment does not continue this one".to_string())
+                    }
+                    Some(d) => (pos, d),
+                }
+            }
+        };
+        let whole = p == 0;
+        let mut stop = Stop {
+            path: seg.path.clone(),
+            offset: p,
+            detail,
+            expected: self.expected,
+            here_nonzero: seg.bytes.get(p..).is_some_and(|r| r.iter().any(|&b| b != 0)),
+            cut_bytes: data_end(seg.bytes).saturating_sub(p as u64),
+            vouch: 0,
+            later_valid_header: false,
+            later_nonzero: false,
+            dropped: Vec::new(),
+        };
+        if whole {
+            stop.dropped.push(seg.path.clone());
+        }
+        stop.vouch = vouched_in(seg, p + FRAME_ALIGN, &exp);
+        Some(stop)
+    }
+
+    /// The outcome when every segment was fed without a stop.
+    pub fn finish(&self) -> ScanOutcome {
+        self.out.clone()
+    }
+
+    /// Decide what a stop means (see the table in the module docs).
+    pub fn decide(&mut self, stop: Stop) -> Result<ScanOutcome, Corrupt> {
+        let damaged = match stop.expected {
+            Some(e) => stop.vouch > e,
+            // The first segment's header is unreadable: any later valid
+            // segment means the log had durable data beyond it.
+            None => stop.later_valid_header,
+        };
+        let e = stop.expected.unwrap_or(0);
+        if damaged {
+            return Err(Corrupt {
+                path: stop.path,
+                offset: stop.offset as u64,
+                detail: format!("{} (later records show seq {e} was durable)", stop.detail),
+            });
+        }
+        if stop.here_nonzero || stop.later_nonzero {
+            self.out.torn = Some(TornTail {
+                path: stop.path,
+                offset: stop.offset as u64,
+                detail: stop.detail,
+                bytes: stop.cut_bytes,
+            });
+        }
+        self.out.dropped = stop.dropped;
+        self.out.next_seq = e;
+        Ok(self.out.clone())
+    }
+}
+
+impl Stop {
+    /// Account for a segment that lies after the stop.
+    pub fn consider_later(&mut self, seg: &SegmentBytes<'_>, exp: &Expect) {
+        self.dropped.push(seg.path.clone());
+        let end = data_end(seg.bytes);
+        self.cut_bytes += end;
+        self.later_nonzero |= end > 0;
+        self.later_valid_header |= check_header(seg, exp).is_ok();
+        self.vouch = self.vouch.max(vouched_in(seg, RECORDS_START, exp));
+    }
+}
+
+/// Largest durable-next vouched by any valid frame at or after `from` in
+/// `seg`, searching every aligned position (frame boundaries after a damaged
+/// frame are unknown).
+fn vouched_in(seg: &SegmentBytes<'_>, from: usize, exp: &Expect) -> u64 {
+    let Ok(h) = check_header(seg, exp) else {
+        return 0;
+    };
+    let seed = h.seed();
+    let lim = limit(seg, &h);
+    let buf = &seg.bytes[..lim];
+    let mut best = 0;
+    let mut pos = from.max(RECORDS_START);
+    while pos < lim {
+        match decode_at(buf, pos, seed, exp.max_payload) {
+            Decoded::Frame(f) => {
+                best = best.max(f.meta.durable_next);
+                pos += f.len;
+            }
+            _ => pos += FRAME_ALIGN,
+        }
+    }
+    best
+}
+
+/// Classify `segs` (all of a shard's segment files, in index order), holding
+/// them all in memory. Recovery streams instead; this is for tests and tools.
+pub fn classify(segs: &[SegmentBytes<'_>], exp: &Expect) -> Result<ScanOutcome, Corrupt> {
+    let mut sc = Scanner::new(*exp);
+    for (i, seg) in segs.iter().enumerate() {
+        let next = segs.get(i + 1).map(|n| n.bytes);
+        if let Some(mut stop) = sc.feed(seg, next, |_| {}) {
+            for later in &segs[i + 1..] {
+                stop.consider_later(later, exp);
+            }
+            return sc.decide(stop);
+        }
+    }
+    Ok(sc.finish())
+}

@@ -1,0 +1,472 @@
+//! The shard writer: one per pinned core, owning its directory, segment
+//! files, sequence numbers and epoch.
+//!
+//! ```text
+//!  append ──► current buffer ──(full / sync / roll)──► job queue ──► write task ──► DmaFile
+//!                 ▲                                                        │
+//!             free list ◄──────────────────── completed buffers ◄──────────┘
+//!  sync / policy ──► sync task: wait for writes ≥ target ──► fdatasync ──► durable watermark
+//! ```
+//!
+//! Architecture invariant: a segment is only ever written by its owning
+//! shard's executor; the handle is `!Send` and every piece of state is in
+//! `RefCell`s on that executor.
+
+mod state;
+mod tasks;
+mod wait;
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::task::Poll;
+
+pub use state::WriterStats;
+use state::{Params, Segment, State};
+use wait::{Signal, WakeList};
+
+use crate::config::{FsyncPolicy, ShardConfig};
+use crate::error::{Error, Result};
+use crate::format::BLOCK;
+use crate::format::frame::RecordKind;
+use crate::format::segment_header::{RECORDS_START, SegmentHeader};
+use crate::ids::{Epoch, Lsn, Seq, ShardId};
+use crate::io::sim::SplitMix;
+use crate::io::{IoBuf, Storage};
+use crate::recovery::{Expect, ShardRecovery};
+
+pub(crate) struct Inner<S: Storage> {
+    storage: S,
+    dir: PathBuf,
+    shard: ShardId,
+    cfg: ShardConfig,
+    params: Params,
+    st: RefCell<State<S>>,
+    write_signal: Signal,
+    sync_signal: Signal,
+    prepare_signal: Signal,
+    durable_waiters: WakeList,
+    space_waiters: WakeList,
+}
+
+impl<S: Storage> Inner<S> {
+    fn is_poisoned(&self) -> bool {
+        self.st.borrow().poison.is_some()
+    }
+
+    fn poison(&self, cause: String) {
+        {
+            let mut st = self.st.borrow_mut();
+            if st.poison.is_none() {
+                st.poison = Some(cause);
+            }
+        }
+        self.wake_everyone();
+    }
+
+    fn wake_everyone(&self) {
+        self.write_signal.notify();
+        self.sync_signal.notify();
+        self.prepare_signal.notify();
+        self.durable_waiters.wake_all();
+        self.space_waiters.wake_all();
+    }
+
+    /// Ask for every record below `upto` to become durable.
+    fn request_sync(&self, upto: u64) {
+        let mut st = self.st.borrow_mut();
+        if upto > st.sync_requested {
+            st.sync_requested = upto;
+            drop(st);
+            self.sync_signal.notify();
+        }
+    }
+
+    /// Put the records below `target` that still sit in the current buffer
+    /// into a write job.
+    fn submit_unsealed(&self, target: u64) {
+        let mut st = self.st.borrow_mut();
+        if st.submitted_next < target && st.seal_partial(&self.params, &self.storage) {
+            drop(st);
+            self.write_signal.notify();
+        }
+    }
+
+    fn try_append(&self, kind: RecordKind, payload: &[u8]) -> Result<Lsn> {
+        let mut st = self.st.borrow_mut();
+        st.check_usable(self.shard)?;
+        let rolls = st.stats.rolls;
+        let jobs_before = st.jobs.len();
+        let seq = st.append_frame(&self.params, &self.storage, kind, payload)?;
+        let epoch = st.epoch;
+        if kind == RecordKind::Barrier {
+            st.epoch += 1;
+        }
+        let rolled = st.stats.rolls != rolls;
+        let queued = st.jobs.len() != jobs_before;
+        drop(st);
+        if queued {
+            self.write_signal.notify();
+        }
+        if rolled {
+            self.prepare_signal.notify();
+        }
+        let sync_now = match self.cfg.fsync {
+            FsyncPolicy::EveryAppend => true,
+            FsyncPolicy::PerEpoch => kind == RecordKind::Barrier,
+            _ => false,
+        };
+        if sync_now {
+            self.request_sync(seq + 1);
+        }
+        Ok(Lsn {
+            shard: self.shard,
+            epoch: Epoch(epoch),
+            seq: Seq(seq),
+        })
+    }
+
+    async fn append(&self, kind: RecordKind, payload: &[u8]) -> Result<Lsn> {
+        let mut payload = Some(payload);
+        poll_fn(|cx| {
+            let p = payload.take().unwrap_or_default();
+            match self.try_append(kind, p) {
+                Err(Error::Backpressure) => {
+                    payload = Some(p);
+                    self.space_waiters.register(cx.waker());
+                    // Make progress possible: push out what is buffered.
+                    self.write_signal.notify();
+                    self.prepare_signal.notify();
+                    Poll::Pending
+                }
+                other => Poll::Ready(other),
+            }
+        })
+        .await
+    }
+
+    async fn wait_durable(&self, seq: u64) -> Result<()> {
+        poll_fn(|cx| {
+            let st = self.st.borrow();
+            if st.durable_next > seq {
+                return Poll::Ready(Ok(()));
+            }
+            if let Err(e) = st.check_usable(self.shard) {
+                return Poll::Ready(Err(e));
+            }
+            self.durable_waiters.register(cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Handle to one shard's log. Cheap to clone; every clone is the same writer.
+/// `!Send`: it lives on the shard's executor.
+pub struct ShardLog<S: Storage> {
+    h: Rc<Handle<S>>,
+}
+
+impl<S: Storage> Clone for ShardLog<S> {
+    fn clone(&self) -> Self {
+        ShardLog { h: self.h.clone() }
+    }
+}
+
+struct Handle<S: Storage> {
+    inner: Rc<Inner<S>>,
+    recovery: ShardRecovery,
+}
+
+impl<S: Storage> Drop for Handle<S> {
+    /// Dropping the last handle without `close` stops the background tasks.
+    /// Records not yet durable may be lost, as in a crash; durable ones never are.
+    fn drop(&mut self) {
+        self.inner.st.borrow_mut().closed = true;
+        self.inner.wake_everyone();
+    }
+}
+
+/// A range of records appended by one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLsns {
+    /// The first record of the batch.
+    pub first: Lsn,
+    /// The last record of the batch.
+    pub last: Lsn,
+}
+
+impl<S: Storage> ShardLog<S> {
+    /// Open (recovering if needed) shard `shard` of the log at `log_dir`,
+    /// creating the directory and log id if the log is new. Must run on a
+    /// glommio executor: it spawns the shard's background tasks.
+    pub async fn open(storage: S, log_dir: &Path, shard: ShardId, cfg: ShardConfig) -> Result<Self> {
+        let log_id = crate::log_dir::load_or_init(&storage, log_dir).await?;
+        Self::open_with_log_id(storage, log_dir, shard, log_id, cfg).await
+    }
+
+    /// As [`ShardLog::open`], for a caller that has already read the log id.
+    pub async fn open_with_log_id(
+        storage: S,
+        log_dir: &Path,
+        shard: ShardId,
+        log_id: [u8; 16],
+        cfg: ShardConfig,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let dir = crate::segment::shard_dir(log_dir, shard);
+        storage
+            .create_dir_all(&dir)
+            .await
+            .map_err(|e| Error::io("create directory", &dir, e))?;
+        let exp = Expect {
+            log_id,
+            shard: shard.0,
+            max_payload: crate::format::MAX_RECORD_HARD,
+        };
+        let rec = crate::recovery::shard::recover(&storage, &dir, shard, exp, |_| {}).await?;
+        let report = rec.report.clone();
+        let params = Params {
+            log_id,
+            shard: shard.0,
+            segment_size: cfg.segment_size,
+            buffer_size: cfg.buffer_size,
+            max_record: cfg.max_record_size,
+        };
+        let mut rng = SplitMix(crate::format::log_id::random_u64());
+        let mut buf = storage.alloc_buf(cfg.buffer_size);
+        let next_seq = report.next_seq.0;
+        let (seg, buf_pos, buf_len) = match rec.resume {
+            Some(r) if r.header.segment_size == cfg.segment_size => {
+                let start = crate::format::align_down(r.valid_end as usize, BLOCK);
+                buf.as_mut_slice()[..r.tail.len()].copy_from_slice(&r.tail);
+                let seg = Segment {
+                    file: Rc::new(r.file),
+                    path: Rc::from(r.path.as_path()),
+                    index: r.index,
+                    seed: r.header.seed(),
+                };
+                (seg, start as u64, r.tail.len())
+            }
+            other => {
+                // A new log, or a segment size change: start a fresh segment.
+                let index = rec.max_index.map_or(0, |i| i + 1);
+                drop(other);
+                let prepared = tasks::prepare_segment_with(&storage, &dir, &cfg, index)
+                    .await
+                    .map_err(|e| Error::io("prepare segment", &dir, std::io::Error::other(e)))?;
+                let header = SegmentHeader {
+                    log_id,
+                    shard: shard.0,
+                    index,
+                    first_seq: next_seq,
+                    first_epoch: report.epoch.0,
+                    nonce: rng.next_u64(),
+                    segment_size: cfg.segment_size,
+                };
+                header.encode_into(buf.as_mut_slice());
+                let seg = Segment {
+                    file: Rc::new(prepared.file),
+                    path: prepared.path,
+                    index,
+                    seed: header.seed(),
+                };
+                (seg, 0, RECORDS_START)
+            }
+        };
+        let free = (0..cfg.write_behind)
+            .map(|_| storage.alloc_buf(cfg.buffer_size))
+            .collect();
+        let st = State {
+            poison: None,
+            closed: false,
+            next_seq,
+            epoch: report.epoch.0,
+            durable_next: next_seq,
+            sync_requested: next_seq,
+            submitted_next: next_seq,
+            written_next: next_seq,
+            seg,
+            buf: Some(buf),
+            buf_pos,
+            buf_len,
+            tail_partial: false,
+            free,
+            jobs: VecDeque::with_capacity(cfg.write_behind * 4 + 8),
+            next_segment: None,
+            last_written_file: None,
+            rng,
+            stats: WriterStats::default(),
+        };
+        let inner = Rc::new(Inner {
+            storage,
+            dir,
+            shard,
+            params,
+            st: RefCell::new(st),
+            write_signal: Signal::default(),
+            sync_signal: Signal::default(),
+            prepare_signal: Signal::default(),
+            durable_waiters: WakeList::with_capacity(256),
+            space_waiters: WakeList::with_capacity(256),
+            cfg,
+        });
+        glommio::spawn_local(tasks::write_task(inner.clone())).detach();
+        glommio::spawn_local(tasks::sync_task(inner.clone())).detach();
+        glommio::spawn_local(tasks::prepare_task(inner.clone())).detach();
+        if let FsyncPolicy::Interval(d) = inner.cfg.fsync {
+            glommio::spawn_local(tasks::interval_task(inner.clone(), d)).detach();
+        }
+        Ok(ShardLog {
+            h: Rc::new(Handle {
+                inner,
+                recovery: report,
+            }),
+        })
+    }
+
+    fn inner(&self) -> &Inner<S> {
+        &self.h.inner
+    }
+
+    /// What recovery found when this shard was opened.
+    pub fn recovery(&self) -> &ShardRecovery {
+        &self.h.recovery
+    }
+
+    /// The shard's id.
+    pub fn shard(&self) -> ShardId {
+        self.inner().shard
+    }
+
+    /// Append a data record without waiting. Returns its LSN at once; the
+    /// record is buffered, durable later (see [`ShardLog::wait_durable`]).
+    /// Returns [`Error::Backpressure`] when every buffer is in flight; use
+    /// [`ShardLog::append`] to wait instead.
+    ///
+    /// No allocation, no lock, no syscall.
+    #[inline]
+    pub fn try_append(&self, payload: &[u8]) -> Result<Lsn> {
+        self.inner().try_append(RecordKind::Data, payload)
+    }
+
+    /// Append a data record, waiting only if the write-behind buffers are
+    /// full. Returns the LSN; durability is separate.
+    pub async fn append(&self, payload: &[u8]) -> Result<Lsn> {
+        self.inner().append(RecordKind::Data, payload).await
+    }
+
+    /// Append a record of a given kind (commit records, checkpoint markers).
+    pub async fn append_kind(&self, kind: RecordKind, payload: &[u8]) -> Result<Lsn> {
+        if kind == RecordKind::Barrier || kind == RecordKind::Close {
+            return Err(Error::Config(
+                "barrier and close records are written by barrier() and close()".into(),
+            ));
+        }
+        self.inner().append(kind, payload).await
+    }
+
+    /// Append every payload of `batch` in order.
+    pub async fn append_batch(&self, batch: &[&[u8]]) -> Result<Option<BatchLsns>> {
+        let mut first = None;
+        let mut last = None;
+        for p in batch {
+            let lsn = self.append(p).await?;
+            first.get_or_insert(lsn);
+            last = Some(lsn);
+        }
+        Ok(first.zip(last).map(|(first, last)| BatchLsns { first, last }))
+    }
+
+    /// End the current epoch: append `barrier(e)` and move to epoch `e+1`.
+    /// Under `FsyncPolicy::PerEpoch` this also starts a sync; await
+    /// [`ShardLog::wait_durable`] on the returned LSN for the barrier to be durable.
+    pub async fn barrier(&self) -> Result<Lsn> {
+        self.inner().append(RecordKind::Barrier, &[]).await
+    }
+
+    /// Wait until the record at `lsn` is durable. Under `EveryAppend`,
+    /// `Interval` and (for barriers) `PerEpoch` a sync is already on its way;
+    /// otherwise call [`ShardLog::sync`].
+    pub async fn wait_durable(&self, lsn: Lsn) -> Result<()> {
+        self.inner().wait_durable(lsn.seq.0).await
+    }
+
+    /// Make every record appended so far durable. Returns the durable watermark.
+    pub async fn sync(&self) -> Result<Seq> {
+        let inner = self.inner();
+        let target = {
+            let st = inner.st.borrow();
+            st.check_usable(inner.shard)?;
+            st.next_seq
+        };
+        if target == 0 {
+            return Ok(Seq(0));
+        }
+        inner.request_sync(target);
+        inner.wait_durable(target - 1).await?;
+        Ok(Seq(target))
+    }
+
+    /// Every record with a sequence number below this is durable.
+    pub fn durable_next(&self) -> Seq {
+        Seq(self.inner().st.borrow().durable_next)
+    }
+
+    /// True if the record at `lsn` is durable.
+    pub fn is_durable(&self, lsn: Lsn) -> bool {
+        lsn.seq.0 < self.inner().st.borrow().durable_next
+    }
+
+    /// The sequence number the next record will get.
+    pub fn next_seq(&self) -> Seq {
+        Seq(self.inner().st.borrow().next_seq)
+    }
+
+    /// The current epoch (that of the next record).
+    pub fn epoch(&self) -> Epoch {
+        Epoch(self.inner().st.borrow().epoch)
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> WriterStats {
+        self.inner().st.borrow().stats
+    }
+
+    /// `Some(cause)` if the shard is poisoned.
+    pub fn poisoned(&self) -> Option<String> {
+        self.inner().st.borrow().poison.clone()
+    }
+
+    /// Flush, sync and close: every record appended before is durable when
+    /// this returns `Ok`. A clean close writes a `close` record that vouches
+    /// for the whole log, so later damage anywhere in it is reported as
+    /// corruption rather than mistaken for a torn tail.
+    pub async fn close(self) -> Result<()> {
+        let inner = self.inner();
+        self.sync().await?;
+        let appended = inner.st.borrow().stats.records > 0;
+        if appended {
+            inner.append(RecordKind::Close, &[]).await?;
+            self.sync().await?;
+        }
+        inner.st.borrow_mut().closed = true;
+        inner.wake_everyone();
+        let st = inner.st.borrow();
+        st.check_usable_after_close(inner.shard)
+    }
+}
+
+impl<S: Storage> State<S> {
+    fn check_usable_after_close(&self, shard: ShardId) -> Result<()> {
+        match &self.poison {
+            Some(cause) => Err(Error::Poisoned {
+                shard,
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! The shard's background tasks, all on the shard's own executor:
+//!
+//! - the **write task** issues write jobs in order, up to `write_behind` at
+//!   once, and advances `written_next` as they complete in order;
+//! - the **sync task** turns sync requests into fdatasyncs (group commit:
+//!   every request made while one fdatasync is in flight shares the next,
+//!   and the next group's write is issued while the previous fdatasync runs);
+//! - the **prepare task** keeps the next segment file created and prepared;
+//! - the **interval task** requests a sync periodically under
+//!   `FsyncPolicy::Interval`.
+//!
+//! Every I/O error poisons the shard (fail-stop): the error is recorded, all
+//! waiters are woken to see it, and the tasks stop. Nothing is retried.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use glommio::task::JoinHandle;
+
+use super::Inner;
+use super::state::{Job, Prepared};
+use super::wait::yield_now;
+use crate::config::SegmentPrepare;
+use crate::io::{IoBuf, Storage, StorageFile};
+use crate::segment::segment_name;
+
+type WriteResult = std::io::Result<usize>;
+
+struct InFlight<S: Storage> {
+    task: JoinHandle<WriteResult>,
+    buf: Rc<S::Buf>,
+    file: Rc<S::File>,
+    path: Rc<Path>,
+    pos: u64,
+    len: usize,
+    end_seq: u64,
+}
+
+async fn complete<S: Storage>(inner: &Inner<S>, w: InFlight<S>) {
+    let res = w.task.await;
+    match res {
+        Some(Ok(n)) if n == w.len => {
+            let mut st = inner.st.borrow_mut();
+            st.written_next = st.written_next.max(w.end_seq);
+            st.last_written_file = Some(w.file);
+            // Full-size buffers go back to the free list; trimmed ones are
+            // replaced by a fresh buffer, allocated here, off the append path.
+            let target = inner.cfg.write_behind + 1;
+            if st.free.len() < target {
+                let buf = match Rc::try_unwrap(w.buf) {
+                    Ok(b) if b.as_slice().len() == inner.cfg.buffer_size => b,
+                    _ => inner.storage.alloc_buf(inner.cfg.buffer_size),
+                };
+                st.free.push(buf);
+            }
+            drop(st);
+            inner.sync_signal.notify();
+            inner.space_waiters.wake_all();
+        }
+        Some(Ok(n)) => inner.poison(format!(
+            "short write on {} at offset {}: {n} of {} bytes",
+            w.path.display(),
+            w.pos,
+            w.len
+        )),
+        Some(Err(e)) => inner.poison(format!(
+            "write of {} bytes at offset {} of {} failed: {e}",
+            w.len,
+            w.pos,
+            w.path.display()
+        )),
+        None => inner.poison("write task was cancelled".into()),
+    }
+}
+
+async fn drain<S: Storage>(inner: &Inner<S>, inflight: &mut VecDeque<InFlight<S>>) {
+    while let Some(w) = inflight.pop_front() {
+        complete(inner, w).await;
+    }
+}
+
+/// Issue write jobs in order with bounded concurrency.
+pub(crate) async fn write_task<S: Storage>(inner: Rc<Inner<S>>) {
+    let limit = inner.cfg.write_behind;
+    let mut inflight: VecDeque<InFlight<S>> = VecDeque::with_capacity(limit);
+    loop {
+        if inner.is_poisoned() {
+            break;
+        }
+        let job = if inflight.len() < limit {
+            inner.st.borrow_mut().jobs.pop_front()
+        } else {
+            None
+        };
+        match job {
+            Some(Job::Write {
+                file,
+                path,
+                buf,
+                pos,
+                end_seq,
+                after_prev,
+            }) => {
+                if after_prev {
+                    drain(&inner, &mut inflight).await;
+                    if inner.is_poisoned() {
+                        break;
+                    }
+                }
+                let buf = Rc::new(buf);
+                let len = buf.as_slice().len();
+                let (f, b) = (file.clone(), buf.clone());
+                let task = glommio::spawn_local(async move { f.write_at(b, pos).await }).detach();
+                inflight.push_back(InFlight {
+                    task,
+                    buf,
+                    file,
+                    path,
+                    pos,
+                    len,
+                    end_seq,
+                });
+            }
+            Some(Job::Retire { file, path }) => {
+                drain(&inner, &mut inflight).await;
+                if inner.is_poisoned() {
+                    break;
+                }
+                inner.st.borrow_mut().stats.syncs += 1;
+                if let Err(e) = file.sync_data().await {
+                    inner.poison(format!("fdatasync of {} failed: {e}", path.display()));
+                    break;
+                }
+            }
+            None => {
+                if let Some(w) = inflight.pop_front() {
+                    complete(&inner, w).await;
+                    continue;
+                }
+                let done = {
+                    let st = inner.st.borrow();
+                    st.closed && st.jobs.is_empty()
+                };
+                if done {
+                    break;
+                }
+                inner.write_signal.wait().await;
+            }
+        }
+    }
+    drain(&inner, &mut inflight).await;
+    inner.sync_signal.notify();
+}
+
+/// Turn sync requests into fdatasyncs.
+pub(crate) async fn sync_task<S: Storage>(inner: Rc<Inner<S>>) {
+    loop {
+        let target = {
+            let st = inner.st.borrow();
+            if st.poison.is_some() {
+                break;
+            }
+            if st.sync_requested > st.durable_next {
+                Some(st.sync_requested)
+            } else if st.closed {
+                break;
+            } else {
+                None
+            }
+        };
+        let Some(target) = target else {
+            inner.sync_signal.wait().await;
+            continue;
+        };
+        inner.submit_unsealed(target);
+        // Wait until every record below the target has been written.
+        loop {
+            let st = inner.st.borrow();
+            if st.poison.is_some() || st.written_next >= target {
+                break;
+            }
+            drop(st);
+            inner.sync_signal.wait().await;
+        }
+        if inner.is_poisoned() {
+            break;
+        }
+        let file = inner.st.borrow().last_written_file.clone();
+        if let Some(file) = file {
+            inner.st.borrow_mut().stats.syncs += 1;
+            // While this fdatasync runs, let appenders run, then submit the
+            // next group's write so it overlaps the sync.
+            let presubmit = async {
+                yield_now().await;
+                let want = inner.st.borrow().sync_requested;
+                if want > target {
+                    inner.submit_unsealed(want);
+                }
+            };
+            let (res, ()) = futures_lite::future::zip(file.sync_data(), presubmit).await;
+            if let Err(e) = res {
+                inner.poison(format!("fdatasync failed: {e}"));
+                break;
+            }
+        }
+        {
+            let mut st = inner.st.borrow_mut();
+            st.durable_next = st.durable_next.max(target);
+        }
+        inner.durable_waiters.wake_all();
+    }
+    inner.durable_waiters.wake_all();
+}
+
+/// Keep the next segment file prepared.
+pub(crate) async fn prepare_task<S: Storage>(inner: Rc<Inner<S>>) {
+    loop {
+        let index = {
+            let st = inner.st.borrow();
+            if st.poison.is_some() || st.closed {
+                break;
+            }
+            if st.next_segment.is_some() {
+                None
+            } else {
+                Some(st.seg.index + 1)
+            }
+        };
+        let Some(index) = index else {
+            inner.prepare_signal.wait().await;
+            continue;
+        };
+        match prepare_segment_with(&inner.storage, &inner.dir, &inner.cfg, index).await {
+            Ok(p) => {
+                inner.st.borrow_mut().next_segment = Some(p);
+                inner.space_waiters.wake_all();
+            }
+            Err(e) => {
+                inner.poison(e);
+                break;
+            }
+        }
+    }
+}
+
+/// Create and prepare segment file `index` in `dir`.
+pub(crate) async fn prepare_segment_with<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    cfg: &crate::config::ShardConfig,
+    index: u64,
+) -> Result<Prepared<S>, String> {
+    let path: Rc<Path> = Rc::from(dir.join(segment_name(index)));
+    let ctx = |op: &str, e: std::io::Error| format!("{op} of {} failed: {e}", path.display());
+    // A leftover from a crash during an earlier preparation holds no data.
+    if storage.open(&path, false).await.is_ok() {
+        storage
+            .remove(&path)
+            .await
+            .map_err(|e| ctx("removing stale segment", e))?;
+    }
+    let file = storage
+        .open(&path, true)
+        .await
+        .map_err(|e| ctx("create", e))?;
+    let size = cfg.segment_size;
+    match cfg.prepare {
+        SegmentPrepare::ZeroFill => {
+            let chunk = cfg.buffer_size.min(size as usize);
+            let mut zero = storage.alloc_buf(chunk);
+            zero.as_mut_slice().fill(0);
+            let zero = Rc::new(zero);
+            let mut off = 0;
+            while off < size {
+                let n = file
+                    .write_at(zero.clone(), off)
+                    .await
+                    .map_err(|e| ctx("zero-fill", e))?;
+                if n != chunk {
+                    return Err(ctx("zero-fill", std::io::Error::other("short write")));
+                }
+                off += chunk as u64;
+            }
+            file.sync_data().await.map_err(|e| ctx("fdatasync", e))?;
+        }
+        SegmentPrepare::Fallocate => {
+            file.allocate(size).await.map_err(|e| ctx("fallocate", e))?;
+            file.sync_data().await.map_err(|e| ctx("fdatasync", e))?;
+        }
+        SegmentPrepare::Create => {}
+    }
+    storage
+        .sync_dir(dir)
+        .await
+        .map_err(|e| ctx("directory fsync", e))?;
+    Ok(Prepared { file, path, index })
+}
+
+/// Request a sync every `every` while there are records that are not durable.
+pub(crate) async fn interval_task<S: Storage>(inner: Rc<Inner<S>>, every: Duration) {
+    loop {
+        glommio::timer::sleep(every).await;
+        let st = inner.st.borrow();
+        if st.poison.is_some() || st.closed {
+            break;
+        }
+        let next = st.next_seq;
+        let pending = next > st.durable_next && next > st.sync_requested;
+        drop(st);
+        if pending {
+            inner.request_sync(next);
+        }
+    }
+}
