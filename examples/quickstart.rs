@@ -42,7 +42,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
             let mut reader = ShardReader::open(DmaStorage, &path, ShardId(0), Seq(99_998)).await?;
             while let Some(rec) = reader.next().await? {
-                println!("{} {:?} {:?}", rec.lsn, rec.kind, String::from_utf8_lossy(rec.payload));
+                println!(
+                    "{} {:?} {:?}",
+                    rec.lsn,
+                    rec.kind,
+                    String::from_utf8_lossy(rec.payload)
+                );
             }
             Ok::<(), shardwal::Error>(())
         })?;

@@ -80,10 +80,16 @@ impl ShardConfig {
             ));
         }
         if self.buffer_size == 0 || self.buffer_size % BLOCK != 0 {
-            return bad(format!("buffer_size {} must be a non-zero multiple of {BLOCK}", self.buffer_size));
+            return bad(format!(
+                "buffer_size {} must be a non-zero multiple of {BLOCK}",
+                self.buffer_size
+            ));
         }
         if self.write_behind == 0 || self.write_behind > 64 {
-            return bad(format!("write_behind {} must be in 1..=64", self.write_behind));
+            return bad(format!(
+                "write_behind {} must be in 1..=64",
+                self.write_behind
+            ));
         }
         if self.max_record_size > MAX_RECORD_HARD {
             return bad(format!(

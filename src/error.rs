@@ -92,6 +92,23 @@ pub enum Error {
         /// The closed shard.
         shard: ShardId,
     },
+    /// A shard failed an epoch barrier or checkpoint (it is poisoned, gone,
+    /// or its engine returned an error).
+    #[error("{shard} failed {what}: {cause}")]
+    ShardFailed {
+        /// The failing shard.
+        shard: ShardId,
+        /// What it failed ("barrier of epoch 7", "checkpoint 3").
+        what: String,
+        /// Why.
+        cause: String,
+    },
+    /// The runtime has shut down (or its coordinator is gone).
+    #[error("the runtime has shut down")]
+    ShutDown,
+    /// A wait timed out.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
     /// A sequence number was requested that the log does not hold.
     #[error("{shard} holds no record {seq}")]
     NoSuchRecord {

@@ -8,18 +8,28 @@
 
 #![warn(missing_docs)]
 
+pub mod checkpoint;
 pub mod config;
+pub mod control;
+pub mod coordinator;
 pub mod error;
 pub mod format;
 pub mod ids;
 pub mod io;
+pub mod lock;
 pub mod log_dir;
 pub mod reader;
 pub mod recovery;
+pub mod runtime;
 pub mod segment;
 pub mod writer;
 
+pub use checkpoint::{CommitRecord, Manifest, SourceOffset};
 pub use config::{FsyncPolicy, SegmentPrepare, ShardConfig};
+pub use control::{BarrierRequest, ControlEvent};
+pub use coordinator::{
+    CheckpointInfo, CheckpointTicket, Coordinator, CoordinatorConfig, EpochTicket,
+};
 pub use error::{Error, Result};
 pub use format::frame::RecordKind;
 pub use ids::{CheckpointId, Epoch, Lsn, Seq, ShardId};
@@ -29,4 +39,5 @@ pub use io::std_fs::StdStorage;
 pub use io::{Storage, StorageFile};
 pub use reader::{Record, ShardReader};
 pub use recovery::ShardRecovery;
+pub use runtime::{Runtime, RuntimeConfig, ShardContext};
 pub use writer::{BatchLsns, ShardLog, WriterStats};

@@ -121,7 +121,10 @@ pub fn decode_at(buf: &[u8], pos: usize, seed: SegmentSeed, max_payload: usize) 
         return if rest.iter().all(|&b| b == 0) {
             Decoded::End
         } else {
-            Decoded::Invalid(format!("{} trailing bytes shorter than a frame header", rest.len()))
+            Decoded::Invalid(format!(
+                "{} trailing bytes shorter than a frame header",
+                rest.len()
+            ))
         };
     }
     let h = &buf[pos..end];

@@ -36,7 +36,10 @@ fn crc(b: &[u8; LOG_ID_LEN]) -> u32 {
 /// Decode the log id file; `Err` names what is wrong.
 pub fn decode(b: &[u8]) -> Result<[u8; 16], String> {
     if b.len() != LOG_ID_LEN {
-        return Err(format!("LOG_ID has {} bytes, expected {LOG_ID_LEN}", b.len()));
+        return Err(format!(
+            "LOG_ID has {} bytes, expected {LOG_ID_LEN}",
+            b.len()
+        ));
     }
     if &b[..8] != MAGIC {
         return Err("bad magic in LOG_ID".into());
@@ -49,7 +52,9 @@ pub fn decode(b: &[u8]) -> Result<[u8; 16], String> {
     arr.copy_from_slice(b);
     let (want, got) = (u32_at(b, 12), crc(&arr));
     if want != got {
-        return Err(format!("LOG_ID CRC mismatch: stored {want:#010x}, computed {got:#010x}"));
+        return Err(format!(
+            "LOG_ID CRC mismatch: stored {want:#010x}, computed {got:#010x}"
+        ));
     }
     let mut id = [0u8; 16];
     id.copy_from_slice(&b[16..32]);

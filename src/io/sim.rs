@@ -67,7 +67,10 @@ struct Fs {
 
 impl Fs {
     fn used(&self) -> u64 {
-        self.live.values().map(|f| f.borrow().live.len() as u64).sum()
+        self.live
+            .values()
+            .map(|f| f.borrow().live.len() as u64)
+            .sum()
     }
 }
 
@@ -198,7 +201,11 @@ impl SimStorage {
 
     /// The live bytes of a file, if it exists (for tests that corrupt files).
     pub fn read_file(&self, path: &Path) -> Option<Vec<u8>> {
-        self.fs.borrow().live.get(path).map(|f| f.borrow().live.clone())
+        self.fs
+            .borrow()
+            .live
+            .get(path)
+            .map(|f| f.borrow().live.clone())
     }
 
     /// Replace the live and durable bytes of an existing file (for tests).

@@ -48,7 +48,9 @@ impl Storage for StdStorage {
         if create {
             o.create_new(true).mode(0o600);
         }
-        Ok(StdFile { file: o.open(path)? })
+        Ok(StdFile {
+            file: o.open(path)?,
+        })
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
@@ -115,9 +117,8 @@ impl StorageFile for StdFile {
         let len = i64::try_from(len).map_err(io::Error::other)?;
         // SAFETY: the fd is owned by `self.file` and open for writing for the
         // duration of the call; fallocate does not touch our memory.
-        let r = unsafe {
-            libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len)
-        };
+        let r =
+            unsafe { libc::fallocate(self.file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
         if r == 0 {
             Ok(())
         } else {

@@ -113,7 +113,9 @@ pub struct Expect {
 fn check_header(seg: &SegmentBytes<'_>, exp: &Expect) -> Result<SegmentHeader, HeaderError> {
     let h = SegmentHeader::decode(seg.bytes)?;
     if h.log_id != exp.log_id {
-        return Err(HeaderError::Invalid("segment belongs to another log".into()));
+        return Err(HeaderError::Invalid(
+            "segment belongs to another log".into(),
+        ));
     }
     if h.shard != exp.shard {
         return Err(HeaderError::Invalid(format!(
@@ -131,7 +133,9 @@ fn check_header(seg: &SegmentBytes<'_>, exp: &Expect) -> Result<SegmentHeader, H
 }
 
 fn limit(seg: &SegmentBytes<'_>, h: &SegmentHeader) -> usize {
-    seg.bytes.len().min(usize::try_from(h.segment_size).unwrap_or(usize::MAX))
+    seg.bytes
+        .len()
+        .min(usize::try_from(h.segment_size).unwrap_or(usize::MAX))
 }
 
 fn data_end(bytes: &[u8]) -> u64 {
@@ -268,7 +272,10 @@ impl Scanner {
                         if next_ok {
                             return None;
                         }
-                        (pos, "the next segment does not continue this one".to_string())
+                        (
+                            pos,
+                            "the next segment does not continue this one".to_string(),
+                        )
                     }
                     Some(d) => (pos, d),
                 }
@@ -280,7 +287,10 @@ impl Scanner {
             offset: p,
             detail,
             expected: self.expected,
-            here_nonzero: seg.bytes.get(p..).is_some_and(|r| r.iter().any(|&b| b != 0)),
+            here_nonzero: seg
+                .bytes
+                .get(p..)
+                .is_some_and(|r| r.iter().any(|&b| b != 0)),
             cut_bytes: data_end(seg.bytes).saturating_sub(p as u64),
             vouch: 0,
             later_valid_header: false,

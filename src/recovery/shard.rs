@@ -50,6 +50,8 @@ pub(crate) struct Resume<F> {
 
 pub(crate) struct Recovered<F> {
     pub report: ShardRecovery,
+    /// (index, first seq, path) of every kept segment, in order.
+    pub kept: Vec<(u64, u64, PathBuf)>,
     pub resume: Option<Resume<F>>,
     pub max_index: Option<u64>,
 }
@@ -63,7 +65,10 @@ fn corrupt(shard: ShardId, path: PathBuf, offset: u64, detail: String) -> Error 
     }
 }
 
-pub(crate) async fn read_all<S: Storage>(storage: &S, path: &Path) -> Result<<S::File as StorageFile>::ReadBuf> {
+pub(crate) async fn read_all<S: Storage>(
+    storage: &S,
+    path: &Path,
+) -> Result<<S::File as StorageFile>::ReadBuf> {
     let f = storage
         .open(path, false)
         .await
@@ -84,7 +89,10 @@ pub(crate) async fn read_all<S: Storage>(storage: &S, path: &Path) -> Result<<S:
     Ok(bytes)
 }
 
-pub(crate) async fn read_head<S: Storage>(storage: &S, path: &Path) -> Result<<S::File as StorageFile>::ReadBuf> {
+pub(crate) async fn read_head<S: Storage>(
+    storage: &S,
+    path: &Path,
+) -> Result<<S::File as StorageFile>::ReadBuf> {
     let f = storage
         .open(path, false)
         .await
@@ -220,11 +228,21 @@ pub(crate) async fn recover<S: Storage>(
         torn: outcome.torn.clone(),
         removed_segments: outcome.dropped.len(),
         next_seq: Seq(outcome.next_seq),
-        epoch: Epoch(outcome.next_epoch.unwrap_or(Epoch::FIRST.0).max(Epoch::FIRST.0)),
+        epoch: Epoch(
+            outcome
+                .next_epoch
+                .unwrap_or(Epoch::FIRST.0)
+                .max(Epoch::FIRST.0),
+        ),
         elapsed: started.elapsed(),
     };
     Ok(Recovered {
         report,
+        kept: outcome
+            .kept
+            .iter()
+            .map(|k| (k.index, k.header.first_seq, k.path.clone()))
+            .collect(),
         resume,
         max_index,
     })

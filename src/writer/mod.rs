@@ -202,7 +202,12 @@ impl<S: Storage> ShardLog<S> {
     /// Open (recovering if needed) shard `shard` of the log at `log_dir`,
     /// creating the directory and log id if the log is new. Must run on a
     /// glommio executor: it spawns the shard's background tasks.
-    pub async fn open(storage: S, log_dir: &Path, shard: ShardId, cfg: ShardConfig) -> Result<Self> {
+    pub async fn open(
+        storage: S,
+        log_dir: &Path,
+        shard: ShardId,
+        cfg: ShardConfig,
+    ) -> Result<Self> {
         let log_id = crate::log_dir::load_or_init(&storage, log_dir).await?;
         Self::open_with_log_id(storage, log_dir, shard, log_id, cfg).await
     }
@@ -238,6 +243,11 @@ impl<S: Storage> ShardLog<S> {
         let mut rng = SplitMix(crate::format::log_id::random_u64());
         let mut buf = storage.alloc_buf(cfg.buffer_size);
         let next_seq = report.next_seq.0;
+        let mut segments: VecDeque<(u64, u64, Rc<Path>)> = rec
+            .kept
+            .iter()
+            .map(|(i, f, p)| (*i, *f, Rc::from(p.as_path())))
+            .collect();
         let (seg, buf_pos, buf_len) = match rec.resume {
             Some(r) if r.header.segment_size == cfg.segment_size => {
                 let start = crate::format::align_down(r.valid_end as usize, BLOCK);
@@ -267,6 +277,7 @@ impl<S: Storage> ShardLog<S> {
                     segment_size: cfg.segment_size,
                 };
                 header.encode_into(buf.as_mut_slice());
+                segments.push_back((index, next_seq, prepared.path.clone()));
                 let seg = Segment {
                     file: Rc::new(prepared.file),
                     path: prepared.path,
@@ -296,6 +307,7 @@ impl<S: Storage> ShardLog<S> {
             free,
             jobs: VecDeque::with_capacity(cfg.write_behind * 4 + 8),
             next_segment: None,
+            segments,
             last_written_file: None,
             rng,
             stats: WriterStats::default(),
@@ -377,7 +389,9 @@ impl<S: Storage> ShardLog<S> {
             first.get_or_insert(lsn);
             last = Some(lsn);
         }
-        Ok(first.zip(last).map(|(first, last)| BatchLsns { first, last }))
+        Ok(first
+            .zip(last)
+            .map(|(first, last)| BatchLsns { first, last }))
     }
 
     /// End the current epoch: append `barrier(e)` and move to epoch `e+1`.
@@ -433,6 +447,65 @@ impl<S: Storage> ShardLog<S> {
     /// Counters since open.
     pub fn stats(&self) -> WriterStats {
         self.inner().st.borrow().stats
+    }
+
+    /// The shard's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner().dir
+    }
+
+    /// The storage backend.
+    pub fn storage(&self) -> &S {
+        &self.inner().storage
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ShardConfig {
+        &self.inner().cfg
+    }
+
+    /// Live segments as (index, first seq), oldest first.
+    pub fn segments(&self) -> Vec<(u64, Seq)> {
+        self.inner()
+            .st
+            .borrow()
+            .segments
+            .iter()
+            .map(|(i, f, _)| (*i, Seq(*f)))
+            .collect()
+    }
+
+    /// Remove the segment files that lie wholly before `seq` (every record
+    /// in them has a smaller sequence number). The current segment is never
+    /// removed. Returns how many files were removed.
+    pub async fn truncate_before(&self, seq: Seq) -> Result<usize> {
+        let inner = self.inner();
+        let doomed: Vec<Rc<Path>> = {
+            let mut st = inner.st.borrow_mut();
+            st.check_usable(inner.shard)?;
+            let mut v = Vec::new();
+            while st.segments.len() >= 2 && st.segments[1].1 <= seq.0 {
+                if let Some((_, _, p)) = st.segments.pop_front() {
+                    v.push(p);
+                }
+            }
+            v
+        };
+        for p in &doomed {
+            inner
+                .storage
+                .remove(p)
+                .await
+                .map_err(|e| Error::io("remove segment", p.to_path_buf(), e))?;
+        }
+        if !doomed.is_empty() {
+            inner
+                .storage
+                .sync_dir(&inner.dir)
+                .await
+                .map_err(|e| Error::io("directory fsync", &inner.dir, e))?;
+        }
+        Ok(doomed.len())
     }
 
     /// `Some(cause)` if the shard is poisoned.

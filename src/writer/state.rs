@@ -16,8 +16,8 @@ use crate::format::frame::{FrameMeta, RecordKind, encode_header, frame_len};
 use crate::format::seed::SegmentSeed;
 use crate::format::segment_header::{RECORDS_START, SegmentHeader};
 use crate::format::{BLOCK, align_down, align_up};
-use crate::io::{IoBuf, Storage};
 use crate::io::sim::SplitMix;
+use crate::io::{IoBuf, Storage};
 
 /// The segment currently being written.
 pub(crate) struct Segment<S: Storage> {
@@ -93,6 +93,8 @@ pub(crate) struct State<S: Storage> {
     pub free: Vec<S::Buf>,
     pub jobs: VecDeque<Job<S>>,
     pub next_segment: Option<Prepared<S>>,
+    /// Every live segment of the shard: (index, first seq, path), oldest first.
+    pub segments: VecDeque<(u64, u64, Rc<Path>)>,
     pub last_written_file: Option<Rc<S::File>>,
     pub rng: SplitMix,
     pub stats: WriterStats,
@@ -282,6 +284,8 @@ impl<S: Storage> State<S> {
         };
         let buf = self.buf.as_mut().expect("current buffer");
         header.encode_into(buf.as_mut_slice());
+        self.segments
+            .push_back((prepared.index, self.next_seq, prepared.path.clone()));
         self.seg = Segment {
             file: Rc::new(prepared.file),
             path: prepared.path,

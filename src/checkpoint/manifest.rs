@@ -1,0 +1,264 @@
+//! Checkpoint manifests, written by the coordinator once every shard's
+//! checkpoint marker is durable.
+//!
+//! ```text
+//! offset size field
+//!      0    8 magic "SHRDMANI"
+//!      8    4 format version
+//!     12    4 payload length n (at most 64 MiB)
+//!     16    4 CRC32C of bytes 0..16 and of the payload
+//!     20   12 zero
+//!     32    n payload: the rkyv archive of `Manifest`
+//! ```
+//! Files are `checkpoints/manifest-CCCCCCCCCCCCCCCCCCCC.ckpt`, written
+//! atomically: temp file, fdatasync, rename, directory fsync. Loading takes
+//! the newest manifest that validates and falls back to older ones.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use super::payloads::{CommitRecord, SnapshotRef};
+use crate::error::{Error, Result};
+use crate::format::{BLOCK, align_up, u32_at};
+use crate::io::{IoBuf, Storage, StorageFile};
+
+const MAGIC: &[u8; 8] = b"SHRDMANI";
+const VERSION: u32 = 1;
+const HEADER: usize = 32;
+/// Largest manifest payload accepted.
+pub const MAX_MANIFEST: usize = 64 << 20;
+/// Directory (inside the log directory) holding manifests.
+pub const CHECKPOINT_DIR: &str = "checkpoints";
+
+/// One shard's part of a checkpoint.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ShardCheckpoint {
+    /// The shard.
+    pub shard: u32,
+    /// Replay this shard's log from this sequence number (just after the
+    /// barrier that ends the checkpoint's epoch).
+    pub replay_from: u64,
+    /// Sequence number of the checkpoint marker record.
+    pub marker_seq: u64,
+    /// The shard's snapshot.
+    pub snapshot: SnapshotRef,
+    /// The shard's last commit record of the epoch, if it wrote one.
+    pub commit: Option<CommitRecord>,
+}
+
+/// A complete checkpoint.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Manifest {
+    /// The log's id.
+    pub log_id: [u8; 16],
+    /// Checkpoint id.
+    pub checkpoint: u64,
+    /// The epoch whose barrier the checkpoint was taken at.
+    pub epoch: u64,
+    /// One entry per shard, ordered by shard id.
+    pub shards: Vec<ShardCheckpoint>,
+}
+
+/// File name of manifest `id`.
+pub fn manifest_name(id: u64) -> String {
+    format!("manifest-{id:020}.ckpt")
+}
+
+/// Parse a manifest file name.
+pub fn parse_manifest_name(name: &str) -> Option<u64> {
+    let d = name.strip_prefix("manifest-")?.strip_suffix(".ckpt")?;
+    (d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| d.parse().ok())
+        .flatten()
+}
+
+/// Encode a manifest file.
+pub fn encode(m: &Manifest) -> Vec<u8> {
+    let payload = super::payloads::encode(m);
+    let mut out = vec![0u8; HEADER + payload.len()];
+    out[..8].copy_from_slice(MAGIC);
+    out[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    out[12..16].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..16]), &payload);
+    out[16..20].copy_from_slice(&crc.to_le_bytes());
+    out[HEADER..].copy_from_slice(&payload);
+    out
+}
+
+/// Decode a manifest file; every failure is an error naming what is wrong.
+pub fn decode(b: &[u8]) -> std::result::Result<Manifest, String> {
+    if b.len() < HEADER || &b[..8] != MAGIC {
+        return Err("bad manifest magic".into());
+    }
+    if u32_at(b, 8) != VERSION {
+        return Err(format!("unsupported manifest version {}", u32_at(b, 8)));
+    }
+    if b[20..HEADER].iter().any(|&x| x != 0) {
+        return Err("reserved manifest header bytes are not zero".into());
+    }
+    let n = u32_at(b, 12) as usize;
+    if n > MAX_MANIFEST || HEADER + n > b.len() {
+        return Err(format!("manifest payload length {n} out of bounds"));
+    }
+    let payload = &b[HEADER..HEADER + n];
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&b[..16]), payload);
+    if crc != u32_at(b, 16) {
+        return Err(format!(
+            "manifest CRC mismatch: stored {:#010x}, computed {crc:#010x}",
+            u32_at(b, 16)
+        ));
+    }
+    super::payloads::decode::<Manifest>(payload, "manifest").map_err(|e| e.to_string())
+}
+
+/// Write manifest `m` into `log_dir/checkpoints` atomically.
+pub async fn write<S: Storage>(storage: &S, log_dir: &Path, m: &Manifest) -> Result<PathBuf> {
+    let dir = log_dir.join(CHECKPOINT_DIR);
+    storage
+        .create_dir_all(&dir)
+        .await
+        .map_err(|e| Error::io("create directory", &dir, e))?;
+    let bytes = encode(m);
+    let path = dir.join(manifest_name(m.checkpoint));
+    let tmp = dir.join(format!("{}.tmp", manifest_name(m.checkpoint)));
+    let _ = storage.remove(&tmp).await;
+    let f = storage
+        .open(&tmp, true)
+        .await
+        .map_err(|e| Error::io("create manifest", &tmp, e))?;
+    let total = align_up(bytes.len(), BLOCK);
+    let mut buf = storage.alloc_buf(total);
+    buf.as_mut_slice().fill(0);
+    buf.as_mut_slice()[..bytes.len()].copy_from_slice(&bytes);
+    let n = f
+        .write_at(Rc::new(buf), 0)
+        .await
+        .map_err(|e| Error::io("write manifest", &tmp, e))?;
+    if n != total {
+        return Err(Error::ShortWrite {
+            path: tmp,
+            offset: 0,
+            written: n,
+            expected: total,
+        });
+    }
+    f.set_len(bytes.len() as u64)
+        .await
+        .map_err(|e| Error::io("truncate manifest", &tmp, e))?;
+    f.sync_data()
+        .await
+        .map_err(|e| Error::io("fdatasync manifest", &tmp, e))?;
+    let _ = f.close().await;
+    storage
+        .rename(&tmp, &path)
+        .await
+        .map_err(|e| Error::io("rename manifest", &path, e))?;
+    storage
+        .sync_dir(&dir)
+        .await
+        .map_err(|e| Error::io("directory fsync", &dir, e))?;
+    Ok(path)
+}
+
+/// Manifest ids present in `log_dir/checkpoints`, ascending (valid or not).
+pub async fn list<S: Storage>(storage: &S, log_dir: &Path) -> Result<Vec<u64>> {
+    let dir = log_dir.join(CHECKPOINT_DIR);
+    match storage.list(&dir).await {
+        Ok(names) => {
+            let mut ids: Vec<u64> = names
+                .iter()
+                .filter_map(|n| parse_manifest_name(n))
+                .collect();
+            ids.sort_unstable();
+            Ok(ids)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io("list", &dir, e)),
+    }
+}
+
+/// Read and validate manifest `id`.
+pub async fn read<S: Storage>(
+    storage: &S,
+    log_dir: &Path,
+    id: u64,
+) -> std::result::Result<Manifest, String> {
+    let path = log_dir.join(CHECKPOINT_DIR).join(manifest_name(id));
+    let f = storage
+        .open(&path, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    let size = f.size().await.map_err(|e| e.to_string())?;
+    if size > (HEADER + MAX_MANIFEST) as u64 {
+        return Err(format!("manifest file of {size} bytes is too large"));
+    }
+    let b = f
+        .read_at(0, align_up(size as usize, BLOCK))
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = f.close().await;
+    let m = decode(&b)?;
+    if m.checkpoint != id {
+        return Err(format!(
+            "manifest file {id} holds checkpoint {}",
+            m.checkpoint
+        ));
+    }
+    Ok(m)
+}
+
+/// The newest manifest that validates, with the ids of newer ones that did
+/// not (and why).
+pub async fn load_newest<S: Storage>(
+    storage: &S,
+    log_dir: &Path,
+    log_id: [u8; 16],
+) -> Result<(Option<Manifest>, Vec<(u64, String)>)> {
+    let mut skipped = Vec::new();
+    for id in list(storage, log_dir).await?.into_iter().rev() {
+        match read(storage, log_dir, id).await {
+            Ok(m) if m.log_id == log_id => return Ok((Some(m), skipped)),
+            Ok(_) => skipped.push((id, "manifest belongs to another log".into())),
+            Err(e) => skipped.push((id, e)),
+        }
+    }
+    Ok((None, skipped))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        Manifest {
+            log_id: [3; 16],
+            checkpoint: 5,
+            epoch: 40,
+            shards: vec![ShardCheckpoint {
+                shard: 0,
+                replay_from: 100,
+                marker_seq: 98,
+                snapshot: SnapshotRef {
+                    file: "snap-00000000000000000005.snap".into(),
+                    len: 10,
+                    crc: 1,
+                },
+                commit: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trips_and_rejects_any_flip_or_cut() {
+        let b = encode(&sample());
+        assert_eq!(decode(&b), Ok(sample()));
+        for i in 0..b.len() {
+            let mut bad = b.clone();
+            bad[i] ^= 0x10;
+            assert!(decode(&bad).is_err(), "flip at {i} accepted");
+            assert!(decode(&b[..i]).is_err(), "cut at {i} accepted");
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Per-shard state snapshot files, written at checkpoints.
+//!
+//! ```text
+//! offset size field
+//!      0    8 magic "SHRDSNAP"
+//!      8    4 format version
+//!     12    4 shard id
+//!     16    8 checkpoint id
+//!     24    8 snapshot length n
+//!     32    4 CRC32C of the snapshot bytes
+//!     36    4 CRC32C of bytes 0..36
+//!     40 4056 zero
+//!   4096    n snapshot bytes, then zero padding to a 4 KiB multiple
+//! ```
+//! Files are named `snap-CCCCCCCCCCCCCCCCCCCC.snap` (checkpoint id) inside the
+//! shard's directory, written by the shard's own executor, made durable
+//! (fdatasync + directory fsync) before the checkpoint marker is logged.
+
+use std::path::Path;
+use std::rc::Rc;
+
+use super::payloads::SnapshotRef;
+use crate::error::{Error, Result};
+use crate::format::{BLOCK, align_up, u32_at, u64_at};
+use crate::io::{IoBuf, Storage, StorageFile};
+
+const MAGIC: &[u8; 8] = b"SHRDSNAP";
+const VERSION: u32 = 1;
+/// Largest snapshot accepted when reading: 16 GiB.
+pub const MAX_SNAPSHOT: u64 = 16 << 30;
+
+/// File name of the snapshot of `checkpoint`.
+pub fn snapshot_name(checkpoint: u64) -> String {
+    format!("snap-{checkpoint:020}.snap")
+}
+
+/// Parse a snapshot file name.
+pub fn parse_snapshot_name(name: &str) -> Option<u64> {
+    let d = name.strip_prefix("snap-")?.strip_suffix(".snap")?;
+    (d.len() == 20 && d.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| d.parse().ok())
+        .flatten()
+}
+
+/// Write `bytes` as the snapshot of `checkpoint` in `shard_dir` and make it durable.
+pub async fn write<S: Storage>(
+    storage: &S,
+    shard_dir: &Path,
+    shard: u32,
+    checkpoint: u64,
+    bytes: &[u8],
+) -> Result<SnapshotRef> {
+    let name = snapshot_name(checkpoint);
+    let path = shard_dir.join(&name);
+    let _ = storage.remove(&path).await;
+    let f = storage
+        .open(&path, true)
+        .await
+        .map_err(|e| Error::io("create snapshot", &path, e))?;
+    let total = BLOCK + align_up(bytes.len(), BLOCK);
+    let mut buf = storage.alloc_buf(total);
+    let b = buf.as_mut_slice();
+    b[..BLOCK].fill(0);
+    b[..8].copy_from_slice(MAGIC);
+    b[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    b[12..16].copy_from_slice(&shard.to_le_bytes());
+    b[16..24].copy_from_slice(&checkpoint.to_le_bytes());
+    b[24..32].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+    let crc = crc32c::crc32c(bytes);
+    b[32..36].copy_from_slice(&crc.to_le_bytes());
+    let hcrc = crc32c::crc32c(&b[..36]);
+    b[36..40].copy_from_slice(&hcrc.to_le_bytes());
+    b[BLOCK..BLOCK + bytes.len()].copy_from_slice(bytes);
+    b[BLOCK + bytes.len()..].fill(0);
+    let n = f
+        .write_at(Rc::new(buf), 0)
+        .await
+        .map_err(|e| Error::io("write snapshot", &path, e))?;
+    if n != total {
+        return Err(Error::ShortWrite {
+            path,
+            offset: 0,
+            written: n,
+            expected: total,
+        });
+    }
+    f.sync_data()
+        .await
+        .map_err(|e| Error::io("fdatasync snapshot", &path, e))?;
+    let _ = f.close().await;
+    storage
+        .sync_dir(shard_dir)
+        .await
+        .map_err(|e| Error::io("directory fsync", shard_dir, e))?;
+    Ok(SnapshotRef {
+        file: name,
+        len: bytes.len() as u64,
+        crc,
+    })
+}
+
+/// Read and verify a snapshot against its reference.
+pub async fn read<S: Storage>(
+    storage: &S,
+    shard_dir: &Path,
+    shard: u32,
+    checkpoint: u64,
+    expect: &SnapshotRef,
+) -> Result<Vec<u8>> {
+    let path = shard_dir.join(&expect.file);
+    let bad = |detail: String| Error::Corruption {
+        shard: crate::ids::ShardId(shard),
+        segment: path.clone(),
+        offset: 0,
+        detail,
+    };
+    if expect.len > MAX_SNAPSHOT {
+        return Err(bad(format!("snapshot length {} out of bounds", expect.len)));
+    }
+    let f = storage
+        .open(&path, false)
+        .await
+        .map_err(|e| Error::io("open snapshot", &path, e))?;
+    let size = f.size().await.map_err(|e| Error::io("stat", &path, e))?;
+    let want = BLOCK as u64 + expect.len;
+    if size < want {
+        return Err(bad(format!(
+            "snapshot file has {size} bytes, expected at least {want}"
+        )));
+    }
+    let data = f
+        .read_at(0, align_up(want as usize, BLOCK))
+        .await
+        .map_err(|e| Error::io("read snapshot", &path, e))?;
+    let _ = f.close().await;
+    if data.len() < want as usize {
+        return Err(bad("snapshot file is short".into()));
+    }
+    let h = &data[..BLOCK];
+    if &h[..8] != MAGIC || u32_at(h, 8) != VERSION {
+        return Err(bad("bad snapshot magic or version".into()));
+    }
+    if u32_at(h, 36) != crc32c::crc32c(&h[..36]) {
+        return Err(bad("snapshot header CRC mismatch".into()));
+    }
+    if u32_at(h, 12) != shard || u64_at(h, 16) != checkpoint || u64_at(h, 24) != expect.len {
+        return Err(bad("snapshot header does not match the manifest".into()));
+    }
+    let bytes = &data[BLOCK..BLOCK + expect.len as usize];
+    let crc = crc32c::crc32c(bytes);
+    if crc != expect.crc || crc != u32_at(h, 32) {
+        return Err(bad(format!(
+            "snapshot CRC mismatch: expected {:#010x}, computed {crc:#010x}",
+            expect.crc
+        )));
+    }
+    Ok(bytes.to_vec())
+}

@@ -1,0 +1,112 @@
+//! The control plane between the coordinator and the shards, over
+//! crossbeam channels: events to shards, acks back.
+//!
+//! The shard side's idle poll is one relaxed atomic load of a counter that
+//! the coordinator bumps before each send, so an engine can poll in its
+//! core loop for nanoseconds.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::checkpoint::ShardCheckpoint;
+use crate::ids::{CheckpointId, Epoch, Seq, ShardId};
+
+/// A barrier the coordinator injected: end epoch `epoch` on this shard,
+/// and, with `checkpoint`, snapshot the state at that point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BarrierRequest {
+    /// The epoch to end.
+    pub epoch: Epoch,
+    /// Set when this barrier also takes a checkpoint.
+    pub checkpoint: Option<CheckpointId>,
+}
+
+/// What the engine's core loop sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ControlEvent {
+    /// End the epoch (and maybe checkpoint): answer with
+    /// `ShardContext::complete_barrier`.
+    Barrier(BarrierRequest),
+    /// The runtime is shutting down: finish and return.
+    Shutdown,
+}
+
+/// Messages to a shard (events plus housekeeping the runtime does itself).
+#[derive(Debug, Clone)]
+pub(crate) enum ToShard {
+    Event(ControlEvent),
+    /// Remove segments wholly before `before` and snapshots of checkpoints
+    /// older than `keep_snapshots_from`.
+    Truncate {
+        before: Seq,
+        keep_snapshots_from: u64,
+    },
+}
+
+/// Acks from shards to the coordinator.
+#[derive(Debug, Clone)]
+pub(crate) enum Ack {
+    Barrier {
+        shard: ShardId,
+        epoch: Epoch,
+        checkpoint: Option<(CheckpointId, ShardCheckpoint)>,
+    },
+    Failed {
+        shard: ShardId,
+        epoch: Epoch,
+        cause: String,
+    },
+}
+
+/// The coordinator's sending end for one shard.
+#[derive(Clone)]
+pub(crate) struct ShardTx {
+    pub tx: Sender<ToShard>,
+    pub pending: Arc<AtomicUsize>,
+}
+
+impl ShardTx {
+    pub(crate) fn send(&self, m: ToShard) -> bool {
+        self.pending.fetch_add(1, Ordering::Release);
+        if self.tx.send(m).is_err() {
+            self.pending.fetch_sub(1, Ordering::Release);
+            return false;
+        }
+        true
+    }
+}
+
+/// The shard's receiving end.
+pub(crate) struct ShardRx {
+    pub rx: Receiver<ToShard>,
+    pub pending: Arc<AtomicUsize>,
+}
+
+impl ShardRx {
+    /// The next message, if any. Costs one atomic load when there is none.
+    #[inline]
+    pub(crate) fn poll(&self) -> Option<ToShard> {
+        if self.pending.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let m = self.rx.try_recv().ok()?;
+        self.pending.fetch_sub(1, Ordering::Release);
+        Some(m)
+    }
+}
+
+/// A connected pair.
+pub(crate) fn channel() -> (ShardTx, ShardRx) {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let pending = Arc::new(AtomicUsize::new(0));
+    (
+        ShardTx {
+            tx,
+            pending: pending.clone(),
+        },
+        ShardRx { rx, pending },
+    )
+}

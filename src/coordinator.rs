@@ -1,0 +1,569 @@
+//! The coordinator: a `Send + Sync + Clone` handle usable from any thread,
+//! backed by one coordinator thread that owns all coordination state.
+//!
+//! It injects barriers (and checkpoint requests riding on them) into every
+//! shard in the same order, collects acks, seals epochs (epoch `e` is sealed
+//! once barrier `e` is durable on every shard; sealing is monotonic), writes
+//! checkpoint manifests atomically once every shard's marker is durable,
+//! then tells shards what they may truncate. It can run periodic epochs and
+//! checkpoints on a timer.
+//!
+//! Architecture invariant: no call on a handle can hang on a dead runtime.
+//! Every wait is on a channel whose sender dies with the coordinator thread.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, select};
+
+use crate::checkpoint::manifest::{self, Manifest, ShardCheckpoint};
+use crate::control::{Ack, BarrierRequest, ControlEvent, ShardTx, ToShard};
+use crate::error::{Error, Result};
+use crate::ids::{CheckpointId, Epoch, Seq, ShardId};
+use crate::io::std_fs::StdStorage;
+
+/// Result of a completed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointInfo {
+    /// Its id.
+    pub id: CheckpointId,
+    /// The epoch it was taken at.
+    pub epoch: Epoch,
+    /// The manifest file.
+    pub manifest: PathBuf,
+}
+
+/// A pending epoch seal.
+#[derive(Debug)]
+pub struct EpochTicket {
+    /// The epoch whose barrier was injected.
+    pub epoch: Epoch,
+    rx: Receiver<Result<Epoch>>,
+}
+
+/// A pending checkpoint.
+#[derive(Debug)]
+pub struct CheckpointTicket {
+    /// The checkpoint's id.
+    pub id: CheckpointId,
+    /// The epoch it is taken at.
+    pub epoch: Epoch,
+    rx: Receiver<Result<CheckpointInfo>>,
+}
+
+fn recv_result<T>(rx: &Receiver<Result<T>>, timeout: Option<Duration>, what: &str) -> Result<T> {
+    match timeout {
+        None => rx.recv().unwrap_or(Err(Error::ShutDown)),
+        Some(d) => match rx.recv_timeout(d) {
+            Ok(r) => r,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout(what.into())),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::ShutDown),
+        },
+    }
+}
+
+impl EpochTicket {
+    /// Block until the epoch is sealed (or failed).
+    pub fn wait(&self) -> Result<Epoch> {
+        recv_result(&self.rx, None, "epoch seal")
+    }
+    /// As `wait`, giving up after `d`.
+    pub fn wait_timeout(&self, d: Duration) -> Result<Epoch> {
+        recv_result(&self.rx, Some(d), "epoch seal")
+    }
+}
+
+impl CheckpointTicket {
+    /// Block until the checkpoint's manifest is durable (or it failed).
+    pub fn wait(&self) -> Result<CheckpointInfo> {
+        recv_result(&self.rx, None, "checkpoint")
+    }
+    /// As `wait`, giving up after `d`.
+    pub fn wait_timeout(&self, d: Duration) -> Result<CheckpointInfo> {
+        recv_result(&self.rx, Some(d), "checkpoint")
+    }
+}
+
+/// Settings of the coordinator.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    /// Advance the epoch on this period (None: only on request).
+    pub epoch_interval: Option<Duration>,
+    /// With `epoch_interval`, also checkpoint every this many epochs.
+    pub checkpoint_every: Option<u64>,
+    /// Manifests (and their snapshots and log) kept for fallback. At least 1.
+    pub keep_checkpoints: usize,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            epoch_interval: None,
+            checkpoint_every: None,
+            keep_checkpoints: 2,
+        }
+    }
+}
+
+enum Command {
+    Advance {
+        checkpoint: bool,
+        reply: Sender<Result<Issued>>,
+    },
+    Shutdown,
+}
+
+enum Issued {
+    Epoch(EpochTicket),
+    Checkpoint(CheckpointTicket),
+}
+
+struct Shared {
+    cmd: Sender<Command>,
+    sealed: AtomicU64,
+    stopped: AtomicBool,
+}
+
+/// Handle to the coordinator. `Send + Sync + Clone`.
+#[derive(Clone)]
+pub struct Coordinator {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("sealed", &self.sealed_epoch())
+            .finish()
+    }
+}
+
+impl Coordinator {
+    fn request(&self, checkpoint: bool) -> Result<Issued> {
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return Err(Error::ShutDown);
+        }
+        let (reply, rx) = crossbeam_channel::bounded(1);
+        self.shared
+            .cmd
+            .send(Command::Advance { checkpoint, reply })
+            .map_err(|_| Error::ShutDown)?;
+        rx.recv().unwrap_or(Err(Error::ShutDown))
+    }
+
+    /// Inject the next epoch barrier into every shard. The returned ticket
+    /// resolves when the epoch is sealed.
+    pub fn advance_epoch(&self) -> Result<EpochTicket> {
+        match self.request(false)? {
+            Issued::Epoch(t) => Ok(t),
+            Issued::Checkpoint(_) => Err(Error::ShutDown),
+        }
+    }
+
+    /// Inject a barrier that also takes a checkpoint. The ticket resolves
+    /// when the manifest is durable.
+    pub fn checkpoint(&self) -> Result<CheckpointTicket> {
+        match self.request(true)? {
+            Issued::Checkpoint(t) => Ok(t),
+            Issued::Epoch(_) => Err(Error::ShutDown),
+        }
+    }
+
+    /// The highest sealed epoch (0 if none). Lock-free; any thread.
+    #[inline]
+    pub fn sealed_epoch(&self) -> Epoch {
+        Epoch(self.shared.sealed.load(Ordering::Acquire))
+    }
+
+    /// True once the runtime has shut down.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.stopped.load(Ordering::Acquire)
+    }
+}
+
+struct PendingCkpt {
+    id: u64,
+    parts: Vec<Option<ShardCheckpoint>>,
+    waiters: Vec<Sender<Result<CheckpointInfo>>>,
+}
+
+struct PendingEpoch {
+    acked: Vec<bool>,
+    waiters: Vec<Sender<Result<Epoch>>>,
+    checkpoint: Option<PendingCkpt>,
+    failed: Option<Error>,
+}
+
+pub(crate) struct CoordinatorThread {
+    shards: Vec<ShardTx>,
+    acks: Receiver<Ack>,
+    cmds: Receiver<Command>,
+    shared: Arc<Shared>,
+    cfg: CoordinatorConfig,
+    log_dir: PathBuf,
+    log_id: [u8; 16],
+    next_epoch: u64,
+    next_checkpoint: u64,
+    pending: BTreeMap<u64, PendingEpoch>,
+    retained: VecDeque<Manifest>,
+    failed: Option<Error>,
+    epochs_since_checkpoint: u64,
+}
+
+/// Everything needed to start the coordinator thread.
+pub(crate) struct CoordinatorStart {
+    pub shards: Vec<ShardTx>,
+    pub acks: Receiver<Ack>,
+    pub cfg: CoordinatorConfig,
+    pub log_dir: PathBuf,
+    pub log_id: [u8; 16],
+    /// The epoch the next barrier ends.
+    pub next_epoch: u64,
+    /// The sealed epoch recovered from the log.
+    pub sealed: u64,
+    pub next_checkpoint: u64,
+    pub retained: VecDeque<Manifest>,
+}
+
+pub(crate) fn spawn(start: CoordinatorStart) -> Result<(Coordinator, JoinHandle<()>)> {
+    let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
+    let shared = Arc::new(Shared {
+        cmd: cmd_tx,
+        sealed: AtomicU64::new(start.sealed),
+        stopped: AtomicBool::new(false),
+    });
+    let mut t = CoordinatorThread {
+        shards: start.shards,
+        acks: start.acks,
+        cmds: cmd_rx,
+        shared: shared.clone(),
+        cfg: start.cfg,
+        log_dir: start.log_dir,
+        log_id: start.log_id,
+        next_epoch: start.next_epoch,
+        next_checkpoint: start.next_checkpoint,
+        pending: BTreeMap::new(),
+        retained: start.retained,
+        failed: None,
+        epochs_since_checkpoint: 0,
+    };
+    let handle = std::thread::Builder::new()
+        .name("shardwal-coordinator".into())
+        .spawn(move || t.run())
+        .map_err(|e| Error::io("spawn coordinator thread", "", e))?;
+    Ok((Coordinator { shared }, handle))
+}
+
+impl CoordinatorThread {
+    fn run(&mut self) {
+        let mut next_tick = self.cfg.epoch_interval.map(|d| Instant::now() + d);
+        let mut shutting_down = false;
+        loop {
+            let timeout = next_tick.map_or(Duration::from_secs(3600), |t| {
+                t.saturating_duration_since(Instant::now())
+            });
+            select! {
+                recv(self.cmds) -> cmd => match cmd {
+                    Ok(Command::Advance { checkpoint, reply }) => {
+                        let r = self.issue(checkpoint);
+                        let _ = reply.send(r);
+                    }
+                    Ok(Command::Shutdown) | Err(_) => {
+                        if !shutting_down {
+                            shutting_down = true;
+                            next_tick = None;
+                            self.shared.stopped.store(true, Ordering::Release);
+                            for s in &self.shards {
+                                s.send(ToShard::Event(ControlEvent::Shutdown));
+                            }
+                        }
+                        if self.pending.is_empty() {
+                            break;
+                        }
+                    }
+                },
+                recv(self.acks) -> ack => match ack {
+                    Ok(a) => {
+                        self.on_ack(a);
+                        if shutting_down && self.pending.is_empty() {
+                            break;
+                        }
+                    }
+                    // Every shard is gone.
+                    Err(_) => break,
+                },
+                default(timeout) => {
+                    if let (Some(t), Some(d)) = (next_tick, self.cfg.epoch_interval)
+                        && Instant::now() >= t
+                    {
+                        let ck = self.cfg.checkpoint_every.is_some_and(|k| {
+                            self.epochs_since_checkpoint + 1 >= k.max(1)
+                        });
+                        let _ = self.issue(ck);
+                        next_tick = Some(t + d);
+                    }
+                }
+            }
+        }
+        self.shared.stopped.store(true, Ordering::Release);
+        // Anything still pending fails: the shards are gone.
+        let pending = std::mem::take(&mut self.pending);
+        for (_, p) in pending {
+            for w in p.waiters {
+                let _ = w.send(Err(Error::ShutDown));
+            }
+            if let Some(c) = p.checkpoint {
+                for w in c.waiters {
+                    let _ = w.send(Err(Error::ShutDown));
+                }
+            }
+        }
+    }
+
+    fn issue(&mut self, checkpoint: bool) -> Result<Issued> {
+        if let Some(e) = &self.failed {
+            return Err(clone_err(e));
+        }
+        let epoch = self.next_epoch;
+        self.next_epoch += 1;
+        let ckpt = checkpoint.then(|| {
+            let id = self.next_checkpoint;
+            self.next_checkpoint += 1;
+            id
+        });
+        self.epochs_since_checkpoint = if ckpt.is_some() {
+            0
+        } else {
+            self.epochs_since_checkpoint + 1
+        };
+        let n = self.shards.len();
+        let (seal_tx, seal_rx) = crossbeam_channel::bounded(1);
+        let mut pe = PendingEpoch {
+            acked: vec![false; n],
+            waiters: Vec::new(),
+            checkpoint: None,
+            failed: None,
+        };
+        let issued = match ckpt {
+            Some(id) => {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                pe.checkpoint = Some(PendingCkpt {
+                    id,
+                    parts: vec![None; n],
+                    waiters: vec![tx],
+                });
+                Issued::Checkpoint(CheckpointTicket {
+                    id: CheckpointId(id),
+                    epoch: Epoch(epoch),
+                    rx,
+                })
+            }
+            None => {
+                pe.waiters.push(seal_tx);
+                Issued::Epoch(EpochTicket {
+                    epoch: Epoch(epoch),
+                    rx: seal_rx,
+                })
+            }
+        };
+        let req = BarrierRequest {
+            epoch: Epoch(epoch),
+            checkpoint: ckpt.map(CheckpointId),
+        };
+        for (i, s) in self.shards.iter().enumerate() {
+            if !s.send(ToShard::Event(ControlEvent::Barrier(req))) && pe.failed.is_none() {
+                pe.failed = Some(Error::ShardFailed {
+                    shard: ShardId(i as u32),
+                    what: format!("barrier of epoch {epoch}"),
+                    cause: "the shard has stopped".into(),
+                });
+            }
+        }
+        self.pending.insert(epoch, pe);
+        self.settle();
+        Ok(issued)
+    }
+
+    fn on_ack(&mut self, ack: Ack) {
+        match ack {
+            Ack::Barrier {
+                shard,
+                epoch,
+                checkpoint,
+            } => {
+                if let Some(pe) = self.pending.get_mut(&epoch.0) {
+                    if let Some(a) = pe.acked.get_mut(shard.0 as usize) {
+                        *a = true;
+                    }
+                    if let (Some(pc), Some((id, part))) = (pe.checkpoint.as_mut(), checkpoint)
+                        && pc.id == id.0
+                        && let Some(slot) = pc.parts.get_mut(shard.0 as usize)
+                    {
+                        *slot = Some(part);
+                    }
+                }
+            }
+            Ack::Failed {
+                shard,
+                epoch,
+                cause,
+            } => {
+                if let Some(pe) = self.pending.get_mut(&epoch.0)
+                    && pe.failed.is_none()
+                {
+                    let what = match &pe.checkpoint {
+                        Some(c) => format!("checkpoint {} at epoch {}", c.id, epoch.0),
+                        None => format!("barrier of epoch {}", epoch.0),
+                    };
+                    pe.failed = Some(Error::ShardFailed { shard, what, cause });
+                }
+            }
+        }
+        self.settle();
+    }
+
+    /// Resolve epochs in order: seal complete ones, fail failed ones.
+    fn settle(&mut self) {
+        while let Some((&epoch, pe)) = self.pending.iter().next() {
+            if let Some(err) = &pe.failed {
+                // A failed epoch can never seal, nor can any after it.
+                let err = clone_err(err);
+                self.failed.get_or_insert_with(|| clone_err(&err));
+                let Some(pe) = self.pending.remove(&epoch) else {
+                    break;
+                };
+                fail(pe, &err);
+                continue;
+            }
+            if !pe.acked.iter().all(|&a| a) {
+                break;
+            }
+            let Some(pe) = self.pending.remove(&epoch) else {
+                break;
+            };
+            if self.shared.sealed.load(Ordering::Acquire) < epoch {
+                self.shared.sealed.store(epoch, Ordering::Release);
+            }
+            for w in &pe.waiters {
+                let _ = w.send(Ok(Epoch(epoch)));
+            }
+            if let Some(pc) = pe.checkpoint {
+                self.finish_checkpoint(epoch, pc);
+            }
+        }
+        if let Some(err) = &self.failed {
+            // Later epochs cannot seal either.
+            let err = clone_err(err);
+            for (_, pe) in std::mem::take(&mut self.pending) {
+                fail(pe, &err);
+            }
+        }
+    }
+
+    fn finish_checkpoint(&mut self, epoch: u64, pc: PendingCkpt) {
+        let mut shards = Vec::with_capacity(pc.parts.len());
+        for (i, p) in pc.parts.into_iter().enumerate() {
+            match p {
+                Some(p) => shards.push(p),
+                None => {
+                    let e = Error::ShardFailed {
+                        shard: ShardId(i as u32),
+                        what: format!("checkpoint {} at epoch {epoch}", pc.id),
+                        cause: "acked the barrier without a checkpoint".into(),
+                    };
+                    for w in pc.waiters {
+                        let _ = w.send(Err(clone_err(&e)));
+                    }
+                    return;
+                }
+            }
+        }
+        let m = Manifest {
+            log_id: self.log_id,
+            checkpoint: pc.id,
+            epoch,
+            shards,
+        };
+        let written =
+            futures_lite::future::block_on(manifest::write(&StdStorage, &self.log_dir, &m));
+        let path = match written {
+            Ok(p) => p,
+            Err(e) => {
+                let msg = e.to_string();
+                for w in pc.waiters {
+                    let _ = w.send(Err(Error::Io {
+                        op: "write manifest",
+                        path: self.log_dir.clone(),
+                        source: std::io::Error::other(msg.clone()),
+                    }));
+                }
+                return;
+            }
+        };
+        self.retained.push_back(m);
+        while self.retained.len() > self.cfg.keep_checkpoints.max(1) {
+            if let Some(old) = self.retained.pop_front() {
+                let p = self
+                    .log_dir
+                    .join(manifest::CHECKPOINT_DIR)
+                    .join(manifest::manifest_name(old.checkpoint));
+                let _ = std::fs::remove_file(p);
+            }
+        }
+        // Tell each shard what it may drop: log wholly before the oldest
+        // retained checkpoint, and older snapshots.
+        if let Some(oldest) = self.retained.front() {
+            for sc in &oldest.shards {
+                if let Some(s) = self.shards.get(sc.shard as usize) {
+                    s.send(ToShard::Truncate {
+                        before: Seq(sc.replay_from),
+                        keep_snapshots_from: oldest.checkpoint,
+                    });
+                }
+            }
+        }
+        for w in pc.waiters {
+            let _ = w.send(Ok(CheckpointInfo {
+                id: CheckpointId(pc.id),
+                epoch: Epoch(epoch),
+                manifest: path.clone(),
+            }));
+        }
+    }
+}
+
+fn fail(pe: PendingEpoch, err: &Error) {
+    for w in pe.waiters {
+        let _ = w.send(Err(clone_err(err)));
+    }
+    if let Some(c) = pe.checkpoint {
+        for w in c.waiters {
+            let _ = w.send(Err(clone_err(err)));
+        }
+    }
+}
+
+fn clone_err(e: &Error) -> Error {
+    match e {
+        Error::ShardFailed { shard, what, cause } => Error::ShardFailed {
+            shard: *shard,
+            what: what.clone(),
+            cause: cause.clone(),
+        },
+        Error::ShutDown => Error::ShutDown,
+        other => Error::ShardFailed {
+            shard: ShardId(u32::MAX),
+            what: "coordination".into(),
+            cause: other.to_string(),
+        },
+    }
+}
+
+/// Ask the coordinator thread to shut down (used by the runtime).
+pub(crate) fn request_shutdown(c: &Coordinator) {
+    let _ = c.shared.cmd.send(Command::Shutdown);
+}

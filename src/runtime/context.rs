@@ -1,0 +1,219 @@
+//! The shard context: what the engine's per-core code gets. It holds the
+//! shard's log handle (`!Send`, local to the core) and its control events.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use crossbeam_channel::Sender;
+
+use crate::checkpoint::payloads::{self, CheckpointMarker, CommitRecord, SourceOffset};
+use crate::checkpoint::{ShardCheckpoint, snapshot};
+use crate::control::{Ack, BarrierRequest, ControlEvent, ShardRx, ToShard};
+use crate::error::{Error, Result};
+use crate::format::frame::RecordKind;
+use crate::ids::{Lsn, Seq, ShardId};
+use crate::io::Storage;
+use crate::recovery::ShardRecovery;
+use crate::writer::ShardLog;
+
+/// Per-shard handle given to the engine's code on its core.
+pub struct ShardContext<S: Storage> {
+    pub(crate) log: ShardLog<S>,
+    pub(crate) shard: ShardId,
+    pub(crate) shard_count: usize,
+    pub(crate) rx: ShardRx,
+    pub(crate) acks: Sender<Ack>,
+    pub(crate) last_commit: RefCell<Option<CommitRecord>>,
+    pub(crate) shutdown: Cell<bool>,
+}
+
+impl<S: Storage> ShardContext<S> {
+    /// The shard's log.
+    pub fn log(&self) -> &ShardLog<S> {
+        &self.log
+    }
+
+    /// This shard's id.
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// Number of shards in the runtime.
+    pub fn shard_count(&self) -> usize {
+        self.shard_count
+    }
+
+    /// What recovery found when the shard opened.
+    pub fn recovery(&self) -> &ShardRecovery {
+        self.log.recovery()
+    }
+
+    /// True once a `Shutdown` event has been seen.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.get()
+    }
+
+    /// The next control event, if any. Non-blocking; when there is none it
+    /// costs one atomic load. Truncation requests are handled here, in the
+    /// background, and never surface.
+    #[inline]
+    pub fn poll_control(self: &Rc<Self>) -> Option<ControlEvent> {
+        loop {
+            match self.rx.poll()? {
+                ToShard::Event(ev) => {
+                    if ev == ControlEvent::Shutdown {
+                        self.shutdown.set(true);
+                    }
+                    return Some(ev);
+                }
+                ToShard::Truncate {
+                    before,
+                    keep_snapshots_from,
+                } => {
+                    let me = self.clone();
+                    glommio::spawn_local(async move {
+                        // A failure here leaves extra files, never lost data;
+                        // it is retried by the next truncation.
+                        let _ = me.truncate(before, keep_snapshots_from).await;
+                    })
+                    .detach();
+                }
+            }
+        }
+    }
+
+    async fn truncate(&self, before: Seq, keep_snapshots_from: u64) -> Result<()> {
+        self.log.truncate_before(before).await?;
+        let storage = self.log.storage();
+        let dir = self.log.dir();
+        let names = storage
+            .list(dir)
+            .await
+            .map_err(|e| Error::io("list", dir, e))?;
+        let mut removed = false;
+        for n in names {
+            if let Some(id) = snapshot::parse_snapshot_name(&n)
+                && id < keep_snapshots_from
+            {
+                let p = dir.join(&n);
+                storage
+                    .remove(&p)
+                    .await
+                    .map_err(|e| Error::io("remove snapshot", &p, e))?;
+                removed = true;
+            }
+        }
+        if removed {
+            storage
+                .sync_dir(dir)
+                .await
+                .map_err(|e| Error::io("directory fsync", dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Append this epoch's commit record: source offsets and watermark.
+    /// Call it before completing the epoch's barrier.
+    pub async fn commit(&self, offsets: Vec<SourceOffset>, watermark: u64) -> Result<Lsn> {
+        let rec = CommitRecord {
+            epoch: self.log.epoch().0,
+            offsets,
+            watermark,
+        };
+        let lsn = self
+            .log
+            .append_kind(RecordKind::Commit, &payloads::encode(&rec))
+            .await?;
+        *self.last_commit.borrow_mut() = Some(rec);
+        Ok(lsn)
+    }
+
+    /// Answer a barrier: with a checkpoint, write `snapshot` (the engine's
+    /// state as of this point; empty if `None`) durably and log a marker;
+    /// then log `barrier(e)`, make it durable and ack to the coordinator.
+    /// Records appended after this belong to epoch `e + 1`.
+    pub async fn complete_barrier(
+        &self,
+        req: BarrierRequest,
+        snapshot: Option<&[u8]>,
+    ) -> Result<Lsn> {
+        let r = self.barrier_inner(req, snapshot).await;
+        match &r {
+            Ok((lsn, part)) => {
+                let _ = self.acks.send(Ack::Barrier {
+                    shard: self.shard,
+                    epoch: req.epoch,
+                    checkpoint: part.clone(),
+                });
+                Ok(*lsn)
+            }
+            Err(e) => {
+                let _ = self.acks.send(Ack::Failed {
+                    shard: self.shard,
+                    epoch: req.epoch,
+                    cause: e.to_string(),
+                });
+                r.map(|(l, _)| l)
+            }
+        }
+    }
+
+    async fn barrier_inner(
+        &self,
+        req: BarrierRequest,
+        snap: Option<&[u8]>,
+    ) -> Result<(Lsn, Option<(crate::ids::CheckpointId, ShardCheckpoint)>)> {
+        let log = &self.log;
+        if log.epoch() > req.epoch {
+            return Err(Error::Config(format!(
+                "barrier for epoch {} but the shard is already in epoch {}",
+                req.epoch.0,
+                log.epoch().0
+            )));
+        }
+        // A shard that recovered behind the others closes the empty epochs.
+        while log.epoch() < req.epoch {
+            log.barrier().await?;
+        }
+        let mut marker = None;
+        if let Some(c) = req.checkpoint {
+            let sref = snapshot::write(
+                log.storage(),
+                log.dir(),
+                self.shard.0,
+                c.0,
+                snap.unwrap_or(&[]),
+            )
+            .await?;
+            let m = CheckpointMarker {
+                checkpoint: c.0,
+                epoch: req.epoch.0,
+                snapshot: sref.clone(),
+            };
+            let lsn = log
+                .append_kind(RecordKind::Checkpoint, &payloads::encode(&m))
+                .await?;
+            marker = Some((c, lsn.seq.0, sref));
+        }
+        let lsn = log.barrier().await?;
+        log.sync().await?;
+        let commit = self
+            .last_commit
+            .borrow()
+            .clone()
+            .filter(|c| c.epoch == req.epoch.0);
+        let part = marker.map(|(c, marker_seq, snapshot)| {
+            (
+                c,
+                ShardCheckpoint {
+                    shard: self.shard.0,
+                    replay_from: lsn.seq.0 + 1,
+                    marker_seq,
+                    snapshot,
+                    commit,
+                },
+            )
+        });
+        Ok((lsn, part))
+    }
+}
