@@ -39,5 +39,5 @@ pub use io::std_fs::StdStorage;
 pub use io::{Storage, StorageFile};
 pub use reader::{Record, ShardReader};
 pub use recovery::ShardRecovery;
-pub use runtime::{Runtime, RuntimeConfig, ShardContext};
+pub use runtime::{RecoveryReport, ReplayPlan, Runtime, RuntimeConfig, ShardContext};
 pub use writer::{BatchLsns, ShardLog, WriterStats};

@@ -47,6 +47,7 @@ pub struct ShardReader<S: Storage> {
     pos: usize,
     expected: Option<u64>,
     from: u64,
+    until: u64,
 }
 
 impl<S: Storage> ShardReader<S> {
@@ -55,6 +56,17 @@ impl<S: Storage> ShardReader<S> {
     /// damaged frame in the last segment ends the read, one anywhere else is
     /// reported as corruption.
     pub async fn open(storage: S, log_dir: &Path, shard: ShardId, from: Seq) -> Result<Self> {
+        Self::open_range(storage, log_dir, shard, from, Seq(u64::MAX)).await
+    }
+
+    /// A reader of the records with `from <= seq < until`.
+    pub async fn open_range(
+        storage: S,
+        log_dir: &Path,
+        shard: ShardId,
+        from: Seq,
+        until: Seq,
+    ) -> Result<Self> {
         let log_id = crate::log_dir::load_or_init(&storage, log_dir).await?;
         let dir = shard_dir(log_dir, shard);
         let names = storage
@@ -82,6 +94,7 @@ impl<S: Storage> ShardReader<S> {
             pos: 0,
             expected: None,
             from: from.0,
+            until: until.0,
         })
     }
 
@@ -139,6 +152,9 @@ impl<S: Storage> ShardReader<S> {
     /// The next record, or `None` at the end of the log.
     pub async fn next(&mut self) -> Result<Option<Record<'_>>> {
         let (lsn, kind, range): (Lsn, RecordKind, Range<usize>) = loop {
+            if self.expected.is_some_and(|e| e >= self.until) {
+                return Ok(None);
+            }
             let Some(cur) = &self.cur else {
                 if !self.load_next().await? {
                     return Ok(None);
@@ -163,6 +179,10 @@ impl<S: Storage> ShardReader<S> {
                     self.pos += f.len;
                     if seq < self.from {
                         continue;
+                    }
+                    if seq >= self.until {
+                        self.expected = Some(seq);
+                        return Ok(None);
                     }
                     break (
                         Lsn {

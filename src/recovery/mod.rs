@@ -4,8 +4,10 @@
 
 pub mod scan;
 pub mod shard;
+pub mod summary;
 
 pub use scan::{
     Corrupt, Expect, ScanOutcome, ScannedSegment, Scanner, SegmentBytes, Stop, TornTail, classify,
 };
-pub use shard::ShardRecovery;
+pub use shard::{CutPoint, ShardRecovery};
+pub use summary::ScanSummary;

@@ -9,7 +9,10 @@
 //! |-------------------------------------------|-----------------------------------------|--------------------|
 //! | zeros, no later segment                   | —                                       | clean end          |
 //! | zeros, next segment starts at seq `E`     | —                                       | continue in next   |
+//! | zeros, next segment is ours but starts elsewhere | —                                | stop at (i, p)     |
+//! | zeros, next header blank, foreign or damaged | —                                    | stop at (i+1, 0)   |
 //! | zeros / bad frame / bad or blank header   | a later valid frame has durable-next > E | **corruption** at (i, p) |
+//! | any stop                                  | a damaged header at or after the stop   | **corruption** at (that segment, 0) |
 //! | zeros / bad frame / bad or blank header   | nothing vouches for `E`                 | torn tail: cut at (i, p) |
 //!
 //! "Vouches": every frame records the writer's durable watermark at the time
@@ -19,11 +22,22 @@
 //! acknowledged (writes that were in flight, possibly completed out of order,
 //! when the process or machine died), and cutting them loses nothing that was
 //! reported durable.
+//!
+//! "Damaged header": a segment header whose bytes are all present and not
+//! all zero, but which fails its own checks (magic, CRC, version, reserved
+//! bits, size). The header lies in the segment's first sector and is written
+//! once, in one write, over zeros; sectors are written atomically (see
+//! `docs/FORMAT.md`), so a crash leaves a header blank or whole, never
+//! damaged. A damaged header is media damage, and since the records behind
+//! it cannot be checked without it (its fields seed their CRCs), dropping the
+//! segment as a torn tail could silently lose acknowledged records: recovery
+//! refuses instead. A well-formed header of another log or shard is not
+//! damage: it is stale, and handled like any bytes past the tail.
 
 use std::path::PathBuf;
 
 use crate::format::frame::{Decoded, decode_at};
-use crate::format::segment_header::{HeaderError, RECORDS_START, SegmentHeader};
+use crate::format::segment_header::{HEADER_USED, HeaderError, RECORDS_START, SegmentHeader};
 use crate::format::{FRAME_ALIGN, align_up, frame::RecordKind};
 
 /// The bytes of one segment file, as read from disk.
@@ -155,7 +169,21 @@ pub struct Stop {
     vouch: u64,
     later_valid_header: bool,
     later_nonzero: bool,
+    /// The first segment at or after the stop whose header is damaged.
+    damaged_header: Option<(PathBuf, String)>,
     dropped: Vec<PathBuf>,
+}
+
+/// Why the header of `bytes` is damaged (see the module docs), if it is.
+fn damaged_header(bytes: &[u8]) -> Option<String> {
+    if bytes.len() < HEADER_USED {
+        // A file cut short: treated like any other cut.
+        return None;
+    }
+    match SegmentHeader::decode(bytes) {
+        Err(HeaderError::Invalid(d)) => Some(d),
+        Ok(_) | Err(HeaderError::Blank) => None,
+    }
 }
 
 /// Streaming scanner: feed it segments in index order; it holds at most the
@@ -188,12 +216,13 @@ impl Scanner {
     /// segment file, if there is one. Returns `Some(stop)` when the log does
     /// not continue past this segment as written: then feed every later
     /// segment to [`Stop::consider_later`] and call [`Scanner::decide`].
-    /// `on_frame` sees every valid frame in order.
+    /// `on_frame` sees every valid frame in order, with its segment index
+    /// and byte offset.
     pub fn feed(
         &mut self,
         seg: &SegmentBytes<'_>,
         next_header: Option<&[u8]>,
-        mut on_frame: impl FnMut(&crate::format::frame::Frame<'_>),
+        mut on_frame: impl FnMut(&crate::format::frame::Frame<'_>, u64, usize),
     ) -> Option<Stop> {
         let exp = self.exp;
         let (p, detail) = match check_header(seg, &exp) {
@@ -224,7 +253,7 @@ impl Scanner {
                             ));
                         }
                         Decoded::Frame(f) if f.meta.seq == e => {
-                            on_frame(&f);
+                            on_frame(&f, seg.index, pos);
                             e += 1;
                             records += 1;
                             self.out.bytes += f.len as u64;
@@ -260,16 +289,20 @@ impl Scanner {
                 self.expected = Some(e);
                 match why {
                     None => {
-                        // Zeros: a clean end, unless the next segment does not
-                        // start where this one ends.
-                        let next_ok = next_header.is_none_or(|nh| {
+                        // Zeros: a clean end, or the log goes on in the next
+                        // segment. If the next segment is ours but starts at
+                        // another seq, records are missing here. Any other
+                        // problem with the next segment (blank, damaged or
+                        // foreign header) is its own, reported at its offset 0
+                        // when it is fed.
+                        let next_disagrees = next_header.is_some_and(|nh| {
                             SegmentHeader::decode(nh).is_ok_and(|nh| {
-                                nh.first_seq == e
-                                    && nh.log_id == exp.log_id
+                                nh.log_id == exp.log_id
                                     && nh.shard == exp.shard
+                                    && nh.first_seq != e
                             })
                         });
-                        if next_ok {
+                        if !next_disagrees {
                             return None;
                         }
                         (
@@ -295,6 +328,7 @@ impl Scanner {
             vouch: 0,
             later_valid_header: false,
             later_nonzero: false,
+            damaged_header: damaged_header(seg.bytes).map(|d| (seg.path.clone(), d)),
             dropped: Vec::new(),
         };
         if whole {
@@ -325,6 +359,15 @@ impl Scanner {
                 detail: format!("{} (later records show seq {e} was durable)", stop.detail),
             });
         }
+        if let Some((path, d)) = stop.damaged_header {
+            return Err(Corrupt {
+                path,
+                offset: 0,
+                detail: format!(
+                    "damaged segment header: {d} (a crash leaves a header blank or whole)"
+                ),
+            });
+        }
         if stop.here_nonzero || stop.later_nonzero {
             self.out.torn = Some(TornTail {
                 path: stop.path,
@@ -347,6 +390,9 @@ impl Stop {
         self.cut_bytes += end;
         self.later_nonzero |= end > 0;
         self.later_valid_header |= check_header(seg, exp).is_ok();
+        if self.damaged_header.is_none() {
+            self.damaged_header = damaged_header(seg.bytes).map(|d| (seg.path.clone(), d));
+        }
         self.vouch = self.vouch.max(vouched_in(seg, RECORDS_START, exp));
     }
 }
@@ -381,7 +427,7 @@ pub fn classify(segs: &[SegmentBytes<'_>], exp: &Expect) -> Result<ScanOutcome, 
     let mut sc = Scanner::new(*exp);
     for (i, seg) in segs.iter().enumerate() {
         let next = segs.get(i + 1).map(|n| n.bytes);
-        if let Some(mut stop) = sc.feed(seg, next, |_| {}) {
+        if let Some(mut stop) = sc.feed(seg, next, |_, _, _| {}) {
             for later in &segs[i + 1..] {
                 stop.consider_later(later, exp);
             }

@@ -35,6 +35,10 @@ pub struct ShardRecovery {
     pub epoch: Epoch,
     /// Wall time of the recovery.
     pub elapsed: Duration,
+    /// Records of unsealed epochs cut on purpose (consistent cut).
+    pub cut_records: u64,
+    /// Epochs with records on this shard since the replay position.
+    pub epochs_seen: u64,
 }
 
 /// Where the writer resumes.
@@ -105,22 +109,55 @@ pub(crate) async fn read_head<S: Storage>(
     Ok(b)
 }
 
-/// Scan and repair the tail of the shard directory `dir`.
-/// `on_frame` sees every recovered frame in log order.
-pub(crate) async fn recover<S: Storage>(
+/// A scanned, not yet repaired, shard directory.
+pub(crate) struct Scanned {
+    pub outcome: ScanOutcome,
+    pub max_index: Option<u64>,
+    pub started: Instant,
+}
+
+/// Where to cut a shard's log on purpose: the first frame to drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CutPoint {
+    /// Sequence number of the first record dropped.
+    pub seq: u64,
+    /// Index of the segment where it starts.
+    pub segment: u64,
+    /// Its byte offset in that segment.
+    pub offset: u64,
+}
+
+/// Scan the shard directory `dir` without changing it. Segments wholly
+/// before `from_seq` are skipped. `on_frame` sees every valid frame in log
+/// order with its segment index and offset.
+pub(crate) async fn scan<S: Storage>(
     storage: &S,
     dir: &Path,
-    shard: ShardId,
     exp: Expect,
-    mut on_frame: impl FnMut(&Frame<'_>),
-) -> Result<Recovered<S::File>> {
+    from_seq: Option<u64>,
+    mut on_frame: impl FnMut(&Frame<'_>, u64, usize),
+) -> Result<Scanned> {
     let started = Instant::now();
     let names = storage
         .list(dir)
         .await
         .map_err(|e| Error::io("list", dir, e))?;
-    let segs = segments_in(&names);
+    let mut segs = segments_in(&names);
     let max_index = segs.last().map(|(i, _)| *i);
+    if let Some(from) = from_seq {
+        // Skip leading segments whose successor starts at or before `from`.
+        let mut skip = 0;
+        while skip + 1 < segs.len() {
+            let head = read_head(storage, &dir.join(&segs[skip + 1].1)).await?;
+            match crate::format::segment_header::SegmentHeader::decode(&head) {
+                Ok(h) if h.first_seq <= from && h.log_id == exp.log_id && h.shard == exp.shard => {
+                    skip += 1
+                }
+                _ => break,
+            }
+        }
+        segs.drain(..skip);
+    }
     let mut scanner = Scanner::new(exp);
     let mut outcome: Option<ScanOutcome> = None;
     for (k, (index, name)) in segs.iter().enumerate() {
@@ -149,6 +186,7 @@ pub(crate) async fn recover<S: Storage>(
                     &exp,
                 );
             }
+            let shard = ShardId(exp.shard);
             let decided = scanner
                 .decide(stop)
                 .map_err(|c| corrupt(shard, c.path, c.offset, c.detail))?;
@@ -160,7 +198,49 @@ pub(crate) async fn recover<S: Storage>(
         Some(o) => o,
         None => scanner.finish(),
     };
+    Ok(Scanned {
+        outcome,
+        max_index,
+        started,
+    })
+}
 
+/// Repair a scanned shard: cut a torn tail, or cut on purpose at `cut`
+/// (everything from that frame on is dropped, e.g. records of unsealed
+/// epochs), then make the result durable. With a cut, `epoch_after` is the
+/// epoch the writer resumes in.
+pub(crate) async fn apply<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    shard: ShardId,
+    scanned: Scanned,
+    cut: Option<CutPoint>,
+    epoch_after: Option<u64>,
+) -> Result<Recovered<S::File>> {
+    let Scanned {
+        mut outcome,
+        max_index,
+        started,
+    } = scanned;
+    let mut cut_records = 0;
+    if let Some(c) = cut
+        && c.seq < outcome.next_seq
+        && let Some(k) = outcome.kept.iter().position(|s| s.index == c.segment)
+    {
+        cut_records = outcome.next_seq - c.seq;
+        let later: Vec<PathBuf> = outcome.kept.drain(k + 1..).map(|s| s.path).collect();
+        outcome.dropped.extend(later);
+        let seg = &mut outcome.kept[k];
+        seg.valid_end = c
+            .offset
+            .max(crate::format::segment_header::RECORDS_START as u64);
+        seg.next_seq = c.seq;
+        outcome.next_seq = c.seq;
+        outcome.records = outcome.records.saturating_sub(cut_records);
+    }
+    if let Some(e) = epoch_after {
+        outcome.next_epoch = Some(e);
+    }
     // Cut: zero everything after the valid end of the last kept segment.
     let mut resume = None;
     if let Some(last) = outcome.kept.last() {
@@ -235,6 +315,8 @@ pub(crate) async fn recover<S: Storage>(
                 .max(Epoch::FIRST.0),
         ),
         elapsed: started.elapsed(),
+        cut_records,
+        epochs_seen: 0,
     };
     Ok(Recovered {
         report,

@@ -25,6 +25,8 @@ pub struct ShardContext<S: Storage> {
     pub(crate) acks: Sender<Ack>,
     pub(crate) last_commit: RefCell<Option<CommitRecord>>,
     pub(crate) shutdown: Cell<bool>,
+    pub(crate) plan: super::ReplayPlan,
+    pub(crate) log_dir: std::path::PathBuf,
 }
 
 impl<S: Storage> ShardContext<S> {
@@ -46,6 +48,36 @@ impl<S: Storage> ShardContext<S> {
     /// What recovery found when the shard opened.
     pub fn recovery(&self) -> &ShardRecovery {
         self.log.recovery()
+    }
+
+    /// What this shard replays after a restart (see [`ShardContext::replay`]).
+    pub fn replay_plan(&self) -> &super::ReplayPlan {
+        &self.plan
+    }
+
+    /// The shard's snapshot from the checkpoint recovery started from,
+    /// verified against the manifest's CRC. `None` without a checkpoint.
+    pub async fn snapshot(&self) -> Result<Option<Vec<u8>>> {
+        let (Some(c), Some(r)) = (self.plan.checkpoint, &self.plan.snapshot) else {
+            return Ok(None);
+        };
+        snapshot::read(self.log.storage(), self.log.dir(), self.shard.0, c.0, r)
+            .await
+            .map(Some)
+    }
+
+    /// A reader over the records to replay: from the checkpoint position up
+    /// to (and including) the barrier of the sealed epoch. Epoch barriers,
+    /// commit records and checkpoint markers are visible in it.
+    pub async fn replay(&self) -> Result<crate::reader::ShardReader<S>> {
+        crate::reader::ShardReader::open_range(
+            self.log.storage().clone(),
+            &self.log_dir,
+            self.shard,
+            self.plan.from,
+            self.plan.until,
+        )
+        .await
     }
 
     /// True once a `Shutdown` event has been seen.

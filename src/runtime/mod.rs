@@ -29,16 +29,19 @@ use crossbeam_channel::Receiver;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
 use crate::checkpoint::manifest::{self, Manifest};
+use crate::checkpoint::payloads::{SnapshotRef, SourceOffset};
 use crate::config::ShardConfig;
 use crate::control::{self, ControlEvent};
 use crate::coordinator::{self, Coordinator, CoordinatorConfig, CoordinatorStart};
 use crate::error::{Error, Result};
 use crate::ids::ShardId;
+use crate::ids::{CheckpointId, Epoch, Seq};
 use crate::io::Storage;
 use crate::io::dma::DmaStorage;
 use crate::io::std_fs::StdStorage;
 use crate::lock::DirLock;
 use crate::recovery::ShardRecovery;
+use crate::recovery::{CutPoint, Expect, ScanSummary};
 use crate::writer::ShardLog;
 
 /// Runtime settings.
@@ -84,14 +87,56 @@ pub struct Runtime {
     shards: Vec<ExecutorJoinHandle<Result<()>>>,
     done: Receiver<()>,
     recovered: Vec<ShardRecovery>,
+    report: RecoveryReport,
     manifest: Option<Manifest>,
     dir: PathBuf,
     _lock: DirLock,
 }
 
 enum Go {
-    Run(Coordinator),
+    /// Cut the shard at this point and resume in this epoch.
+    Cut(Option<CutPoint>, u64),
+    /// Run the engine code with this replay plan.
+    Run(ReplayPlan),
     Abort,
+}
+
+/// What a shard replays after a restart: its snapshot from the checkpoint,
+/// then its records from `from` up to `until` (exclusive), which ends with
+/// the barrier of the sealed epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayPlan {
+    /// The sealed epoch everything was cut at.
+    pub sealed: Epoch,
+    /// The checkpoint the snapshot comes from.
+    pub checkpoint: Option<CheckpointId>,
+    /// The snapshot, if there is a checkpoint.
+    pub snapshot: Option<SnapshotRef>,
+    /// First sequence number to replay.
+    pub from: Seq,
+    /// Sequence number after the last record to replay.
+    pub until: Seq,
+    /// This shard's source offsets as of the sealed epoch.
+    pub offsets: Vec<SourceOffset>,
+    /// Source offsets of every shard as of the sealed epoch, merged.
+    pub merged_offsets: Vec<SourceOffset>,
+    /// This shard's watermark as of the sealed epoch.
+    pub watermark: Option<u64>,
+}
+
+/// What opening a log directory found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Per shard, in shard order.
+    pub shards: Vec<ShardRecovery>,
+    /// The recovered sealed epoch: writing resumes in the next one.
+    pub sealed: Epoch,
+    /// The checkpoint used.
+    pub checkpoint: Option<CheckpointId>,
+    /// Newer manifests that were skipped, and why.
+    pub skipped_manifests: Vec<(u64, String)>,
+    /// Wall time of the whole recovery.
+    pub elapsed: Duration,
 }
 
 /// The cores available for pinning, in order.
@@ -136,21 +181,27 @@ impl Runtime {
             return Err(Error::Config(format!("{n} shards")));
         }
         // Manifests kept for fallback and truncation bookkeeping, oldest first.
+        let started = std::time::Instant::now();
         let mut retained = VecDeque::new();
         let mut next_checkpoint = 1;
+        let mut skipped_manifests = Vec::new();
         for id in futures_lite::future::block_on(manifest::list(&StdStorage, dir))? {
             next_checkpoint = next_checkpoint.max(id + 1);
-            if let Ok(m) = futures_lite::future::block_on(manifest::read(&StdStorage, dir, id))
-                && m.log_id == log_id
-            {
-                retained.push_back(m);
+            match futures_lite::future::block_on(manifest::read(&StdStorage, dir, id)) {
+                Ok(m) if m.log_id == log_id => retained.push_back(m),
+                Ok(_) => skipped_manifests.push((id, "belongs to another log".to_string())),
+                Err(e) => skipped_manifests.push((id, e)),
             }
         }
         let manifest = retained.back().cloned();
+        // Only failures newer than the manifest in use are "skipped".
+        let used = manifest.as_ref().map_or(0, |m| m.checkpoint);
+        skipped_manifests.retain(|(id, _)| *id > used);
 
         let make_storage = Arc::new(make_storage);
         let f = Arc::new(f);
         let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
+        let (scan_tx, scan_rx) = crossbeam_channel::unbounded::<(usize, Result<ScanSummary>)>();
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<(usize, Result<ShardRecovery>)>();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let mut txs = Vec::with_capacity(n);
@@ -159,20 +210,25 @@ impl Runtime {
         for i in 0..n {
             let (tx, rx) = control::channel();
             txs.push(tx);
-            let (go_tx, go_rx) = crossbeam_channel::bounded::<Go>(1);
+            let (go_tx, go_rx) = crossbeam_channel::bounded::<Go>(2);
             gos.push(go_tx);
             let placement = if cfg.pin && n <= cores.len() {
                 Placement::Fixed(cores[i])
             } else {
                 Placement::Unbound
             };
-            let (ms, f, ack_tx, ready_tx, done_tx) = (
+            let (ms, f, ack_tx, scan_tx, ready_tx, done_tx) = (
                 make_storage.clone(),
                 f.clone(),
                 ack_tx.clone(),
+                scan_tx.clone(),
                 ready_tx.clone(),
                 done_tx.clone(),
             );
+            let from_seq = manifest
+                .as_ref()
+                .and_then(|m| m.shards.iter().find(|s| s.shard as usize == i))
+                .map(|s| s.replay_from);
             let (shard_dir, scfg, auto, poll) = (
                 dir.to_path_buf(),
                 cfg.shard.clone(),
@@ -185,29 +241,74 @@ impl Runtime {
                 .spawn(move || async move {
                     let shard = ShardId(i as u32);
                     let storage = ms(shard);
-                    let log =
-                        match ShardLog::open_with_log_id(storage, &shard_dir, shard, log_id, scfg)
+                    let fail = |e: &Error| Error::ShardFailed {
+                        shard,
+                        what: "recovery".into(),
+                        cause: e.to_string(),
+                    };
+                    // Phase 1: scan, report what the cut needs.
+                    let sdir = crate::segment::shard_dir(&shard_dir, shard);
+                    let exp = Expect {
+                        log_id,
+                        shard: shard.0,
+                        max_payload: crate::format::MAX_RECORD_HARD,
+                    };
+                    let mut summary = ScanSummary::new(from_seq.unwrap_or(0));
+                    let scanned = match storage.create_dir_all(&sdir).await {
+                        Err(e) => Err(Error::io("create directory", &sdir, e)),
+                        Ok(()) => {
+                            crate::recovery::shard::scan(
+                                &storage,
+                                &sdir,
+                                exp,
+                                from_seq,
+                                |fr, seg, off| summary.observe(fr, seg, off),
+                            )
                             .await
-                        {
-                            Ok(l) => {
-                                let _ = ready_tx.send((i, Ok(l.recovery().clone())));
-                                l
-                            }
-                            Err(e) => {
-                                let msg = e.to_string();
-                                let _ = ready_tx.send((i, Err(e)));
-                                return Err(Error::ShardFailed {
-                                    shard,
-                                    what: "open".into(),
-                                    cause: msg,
-                                });
-                            }
-                        };
+                        }
+                    };
+                    let scanned = match scanned {
+                        Ok(sc) => {
+                            let _ = scan_tx.send((i, Ok(summary)));
+                            sc
+                        }
+                        Err(e) => {
+                            let err = fail(&e);
+                            let _ = scan_tx.send((i, Err(e)));
+                            return Err(err);
+                        }
+                    };
+                    drop(scan_tx);
+                    // Phase 2: cut at the sealed epoch and open the writer.
+                    let Ok(Go::Cut(cut, epoch)) = go_rx.recv() else {
+                        return Ok(());
+                    };
+                    let opened = ShardLog::open_scanned(
+                        storage,
+                        &shard_dir,
+                        shard,
+                        log_id,
+                        scfg,
+                        scanned,
+                        cut,
+                        Some(epoch),
+                    )
+                    .await;
+                    let log = match opened {
+                        Ok(l) => {
+                            let _ = ready_tx.send((i, Ok(l.recovery().clone())));
+                            l
+                        }
+                        Err(e) => {
+                            let err = fail(&e);
+                            let _ = ready_tx.send((i, Err(e)));
+                            return Err(err);
+                        }
+                    };
                     drop(ready_tx);
-                    let Ok(Go::Run(coordinator)) = go_rx.recv() else {
+                    let Ok(Go::Run(plan)) = go_rx.recv() else {
                         return log.close().await;
                     };
-                    drop(coordinator);
                     let ctx = Rc::new(ShardContext {
                         log: log.clone(),
                         shard,
@@ -216,13 +317,21 @@ impl Runtime {
                         acks: ack_tx,
                         last_commit: Default::default(),
                         shutdown: Default::default(),
+                        plan,
+                        log_dir: shard_dir.clone(),
                     });
                     let auto_task = auto
                         .then(|| glommio::spawn_local(auto_barriers(ctx.clone(), poll)).detach());
                     let r = f(ctx.clone()).await;
                     let _ = done_tx.send(());
-                    if let Some(t) = auto_task {
-                        t.await;
+                    // Until shutdown, barriers are answered on the engine's
+                    // behalf, so the final epoch can seal.
+                    match auto_task {
+                        Some(t) => {
+                            t.await;
+                        }
+                        None if !ctx.is_shutting_down() => auto_barriers(ctx.clone(), poll).await,
+                        None => {}
                     }
                     drop(ctx);
                     let closed = log.close().await;
@@ -237,10 +346,50 @@ impl Runtime {
                 })?;
             handles.push(h);
         }
+        drop(scan_tx);
         drop(ready_tx);
         drop(done_tx);
-        let mut recovered: Vec<Option<ShardRecovery>> = vec![None; n];
+        let abort = |gos: &[crossbeam_channel::Sender<Go>],
+                     handles: Vec<ExecutorJoinHandle<Result<()>>>| {
+            for g in gos {
+                let _ = g.send(Go::Abort);
+            }
+            for h in handles {
+                let _ = h.join();
+            }
+        };
+        // Phase 1 results: every shard's barriers.
+        let mut summaries: Vec<Option<ScanSummary>> = vec![None; n];
         let mut first_err = None;
+        for _ in 0..n {
+            match scan_rx.recv() {
+                Ok((i, Ok(s))) => summaries[i] = Some(s),
+                Ok((_, Err(e))) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert(Error::ShutDown);
+                    break;
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            abort(&gos, handles);
+            return Err(e);
+        }
+        let summaries: Vec<ScanSummary> = summaries.into_iter().flatten().collect();
+        // The consistent cut: the highest epoch whose barrier is durable on
+        // every shard. Later epochs are cut everywhere.
+        let floor = manifest.as_ref().map_or(0, |m| m.epoch);
+        let sealed = summaries
+            .iter()
+            .map(|s| s.last_barrier(floor))
+            .min()
+            .unwrap_or(floor);
+        for (g, s) in gos.iter().zip(&summaries) {
+            let _ = g.send(Go::Cut(s.cut_for(sealed), sealed + 1));
+        }
+        let mut recovered: Vec<Option<ShardRecovery>> = vec![None; n];
         for _ in 0..n {
             match ready_rx.recv() {
                 Ok((i, Ok(r))) => recovered[i] = Some(r),
@@ -254,18 +403,45 @@ impl Runtime {
             }
         }
         if let Some(e) = first_err {
-            for g in &gos {
-                let _ = g.send(Go::Abort);
-            }
-            for h in handles {
-                let _ = h.join();
-            }
+            abort(&gos, handles);
             return Err(e);
         }
-        let recovered: Vec<ShardRecovery> = recovered.into_iter().flatten().collect();
-        // Shard epoch E means barrier(E-1) is durable there.
-        let next_epoch = recovered.iter().map(|r| r.epoch.0).max().unwrap_or(1);
-        let sealed = recovered.iter().map(|r| r.epoch.0).min().unwrap_or(1) - 1;
+        let mut recovered: Vec<ShardRecovery> = recovered.into_iter().flatten().collect();
+        for (r, s) in recovered.iter_mut().zip(&summaries) {
+            r.epochs_seen = s.barriers.len() as u64 + 1;
+        }
+        // Source offsets as of the sealed epoch, per shard and merged.
+        let per_shard: Vec<(Vec<SourceOffset>, Option<u64>)> = (0..n)
+            .map(|i| {
+                let from_log = summaries[i].commit_for(sealed);
+                let from_manifest = manifest
+                    .as_ref()
+                    .and_then(|m| m.shards.iter().find(|s| s.shard as usize == i))
+                    .and_then(|s| s.commit.as_ref());
+                match from_log.or(from_manifest) {
+                    Some(c) => (c.offsets.clone(), Some(c.watermark)),
+                    None => (Vec::new(), None),
+                }
+            })
+            .collect();
+        let mut merged: Vec<SourceOffset> = Vec::new();
+        for (offs, _) in &per_shard {
+            for o in offs {
+                match merged.iter_mut().find(|m| m.source == o.source) {
+                    Some(m) => m.offset = m.offset.max(o.offset),
+                    None => merged.push(o.clone()),
+                }
+            }
+        }
+        merged.sort_by(|a, b| a.source.cmp(&b.source));
+        let next_epoch = sealed + 1;
+        let report = RecoveryReport {
+            shards: recovered.clone(),
+            sealed: Epoch(sealed),
+            checkpoint: manifest.as_ref().map(|m| CheckpointId(m.checkpoint)),
+            skipped_manifests,
+            elapsed: started.elapsed(),
+        };
         let (coordinator, coord_thread) = coordinator::spawn(CoordinatorStart {
             shards: txs,
             acks: ack_rx,
@@ -277,8 +453,24 @@ impl Runtime {
             next_checkpoint,
             retained,
         })?;
-        for g in &gos {
-            let _ = g.send(Go::Run(coordinator.clone()));
+        for (i, g) in gos.iter().enumerate() {
+            let entry = manifest
+                .as_ref()
+                .and_then(|m| m.shards.iter().find(|s| s.shard as usize == i));
+            let plan = ReplayPlan {
+                sealed: Epoch(sealed),
+                checkpoint: manifest.as_ref().map(|m| CheckpointId(m.checkpoint)),
+                snapshot: entry.map(|e| e.snapshot.clone()),
+                from: Seq(summaries[i]
+                    .from_point
+                    .map_or(recovered[i].next_seq.0, |p| p.seq)
+                    .min(recovered[i].next_seq.0)),
+                until: recovered[i].next_seq,
+                offsets: per_shard[i].0.clone(),
+                merged_offsets: merged.clone(),
+                watermark: per_shard[i].1,
+            };
+            let _ = g.send(Go::Run(plan));
         }
         Ok(Runtime {
             coordinator,
@@ -286,6 +478,7 @@ impl Runtime {
             shards: handles,
             done: done_rx,
             recovered,
+            report,
             manifest,
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -305,6 +498,11 @@ impl Runtime {
     /// What recovery found on each shard at start.
     pub fn recovered(&self) -> &[ShardRecovery] {
         &self.recovered
+    }
+
+    /// What recovery found and did at start.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
     }
 
     /// The newest valid checkpoint manifest found at start.
@@ -336,6 +534,12 @@ impl Runtime {
     }
 
     fn stop(&mut self) -> Result<()> {
+        // Seal a final epoch so that what the engines appended survives.
+        if !self.coordinator.is_stopped()
+            && let Ok(t) = self.coordinator.advance_epoch()
+        {
+            let _ = t.wait_timeout(Duration::from_secs(10));
+        }
         coordinator::request_shutdown(&self.coordinator);
         let mut first = Ok(());
         for h in self.shards.drain(..) {

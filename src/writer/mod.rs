@@ -231,7 +231,27 @@ impl<S: Storage> ShardLog<S> {
             shard: shard.0,
             max_payload: crate::format::MAX_RECORD_HARD,
         };
-        let rec = crate::recovery::shard::recover(&storage, &dir, shard, exp, |_| {}).await?;
+        let scanned = crate::recovery::shard::scan(&storage, &dir, exp, None, |_, _, _| {}).await?;
+        Self::open_scanned(storage, log_dir, shard, log_id, cfg, scanned, None, None).await
+    }
+
+    /// Open a shard that has been scanned, cutting it at `cut` (if any) and
+    /// resuming in `epoch_after` (if given).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn open_scanned(
+        storage: S,
+        log_dir: &Path,
+        shard: ShardId,
+        log_id: [u8; 16],
+        cfg: ShardConfig,
+        scanned: crate::recovery::shard::Scanned,
+        cut: Option<crate::recovery::shard::CutPoint>,
+        epoch_after: Option<u64>,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let dir = crate::segment::shard_dir(log_dir, shard);
+        let rec =
+            crate::recovery::shard::apply(&storage, &dir, shard, scanned, cut, epoch_after).await?;
         let report = rec.report.clone();
         let params = Params {
             log_id,
