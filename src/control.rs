@@ -1,7 +1,7 @@
 //! The control plane between the coordinator and the shards, over
 //! crossbeam channels: events to shards, acks back.
 //!
-//! The shard side's idle poll is one relaxed atomic load of a counter that
+//! The shard side's idle poll is one (acquire) atomic load of a counter that
 //! the coordinator bumps before each send, so an engine can poll in its
 //! core loop for nanoseconds.
 

@@ -24,6 +24,7 @@ use crate::checkpoint::manifest::{self, Manifest, ShardCheckpoint};
 use crate::control::{Ack, BarrierRequest, ControlEvent, ShardTx, ToShard};
 use crate::error::{Error, Result};
 use crate::ids::{CheckpointId, Epoch, Seq, ShardId};
+use crate::io::Storage;
 use crate::io::std_fs::StdStorage;
 
 /// Result of a completed checkpoint.
@@ -511,9 +512,11 @@ impl CoordinatorThread {
                     .log_dir
                     .join(manifest::CHECKPOINT_DIR)
                     .join(manifest::manifest_name(old.checkpoint));
-                let _ = std::fs::remove_file(p);
+                let _ = futures_lite::future::block_on(StdStorage.remove(&p));
             }
         }
+        let cdir = self.log_dir.join(manifest::CHECKPOINT_DIR);
+        let _ = futures_lite::future::block_on(StdStorage.sync_dir(&cdir));
         // Tell each shard what it may drop: log wholly before the oldest
         // retained checkpoint, and older snapshots.
         if let Some(oldest) = self.retained.front() {

@@ -22,7 +22,14 @@ pub struct DirLock {
 impl DirLock {
     /// Lock `dir` (created if missing), or fail with [`Error::Locked`].
     pub fn acquire(dir: &Path) -> Result<DirLock> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| Error::io("create directory", dir, e))?;
+        }
         let path = dir.join(LOCK_FILE);
         let file = OpenOptions::new()
             .read(true)

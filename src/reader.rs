@@ -48,6 +48,7 @@ pub struct ShardReader<S: Storage> {
     expected: Option<u64>,
     from: u64,
     until: u64,
+    peeked: Option<(Lsn, RecordKind, Range<usize>)>,
 }
 
 impl<S: Storage> ShardReader<S> {
@@ -95,6 +96,7 @@ impl<S: Storage> ShardReader<S> {
             expected: None,
             from: from.0,
             until: until.0,
+            peeked: None,
         })
     }
 
@@ -117,9 +119,12 @@ impl<S: Storage> ShardReader<S> {
         let bytes = read_all(&self.storage, &path).await?;
         let h = match SegmentHeader::decode(&bytes) {
             Ok(h) => h,
-            Err(HeaderError::Blank) if last => return Ok(false),
+            // A blank header is a segment that was created (or prepared)
+            // but never written: the log ends before it. Recovery has
+            // already checked that nothing valid lies beyond it.
             Err(HeaderError::Blank) => {
-                return Err(self.corrupt(&path, 0, "blank segment header".into()));
+                self.next_segment = self.segments.len();
+                return Ok(false);
             }
             Err(HeaderError::Invalid(d)) => return Err(self.corrupt(&path, 0, d)),
         };
@@ -151,6 +156,30 @@ impl<S: Storage> ShardReader<S> {
 
     /// The next record, or `None` at the end of the log.
     pub async fn next(&mut self) -> Result<Option<Record<'_>>> {
+        let next = match self.peeked.take() {
+            Some(p) => Some(p),
+            None => self.advance().await?,
+        };
+        let Some((lsn, kind, range)) = next else {
+            return Ok(None);
+        };
+        let cur = self.cur.as_ref().expect("segment loaded");
+        Ok(Some(Record {
+            lsn,
+            kind,
+            payload: &cur.bytes[range],
+        }))
+    }
+
+    /// The LSN of the next record without consuming it.
+    pub async fn peek(&mut self) -> Result<Option<Lsn>> {
+        if self.peeked.is_none() {
+            self.peeked = self.advance().await?;
+        }
+        Ok(self.peeked.as_ref().map(|p| p.0))
+    }
+
+    async fn advance(&mut self) -> Result<Option<(Lsn, RecordKind, Range<usize>)>> {
         let (lsn, kind, range): (Lsn, RecordKind, Range<usize>) = loop {
             if self.expected.is_some_and(|e| e >= self.until) {
                 return Ok(None);
@@ -207,11 +236,25 @@ impl<S: Storage> ShardReader<S> {
                 }
             }
         };
-        let cur = self.cur.as_ref().expect("segment loaded");
-        Ok(Some(Record {
-            lsn,
-            kind,
-            payload: &cur.bytes[range],
-        }))
+        Ok(Some((lsn, kind, range)))
+    }
+}
+
+impl<'a> Record<'a> {
+    /// Validated, zero-copy access to a payload serialized with rkyv
+    /// (payloads are 8-byte aligned; archives needing more alignment are
+    /// refused with an error, never read misaligned).
+    pub fn access<T>(&self) -> Result<&'a T::Archived>
+    where
+        T: rkyv::Archive,
+        T::Archived: rkyv::Portable
+            + for<'b> rkyv::bytecheck::CheckBytes<
+                rkyv::api::high::HighValidator<'b, rkyv::rancor::Error>,
+            >,
+    {
+        rkyv::access::<T::Archived, rkyv::rancor::Error>(self.payload).map_err(|e| Error::NotALog {
+            path: PathBuf::from(format!("record {}", self.lsn)),
+            detail: format!("payload is not a valid archive: {e}"),
+        })
     }
 }

@@ -8,7 +8,8 @@
 //!     16   16 log id
 //!     32    4 shard id (u32 LE)
 //!     36    4 reserved (must be 0)
-//!     40    8 segment index (u64 LE; strictly increasing per shard, never reused)
+//!     40    8 segment index (u64 LE; increasing per shard; an index dropped by
+//!             recovery may be created again, with a fresh nonce)
 //!     48    8 first sequence number of the segment
 //!     56    8 first epoch of the segment
 //!     64    8 nonce (random per segment incarnation)
@@ -90,15 +91,17 @@ impl SegmentHeader {
 
     /// Decode and validate a header block.
     pub fn decode(b: &[u8]) -> Result<SegmentHeader, HeaderError> {
+        // Zeros, or nothing at all (a segment file created but never
+        // written), are a blank segment however few bytes there are.
+        let used = &b[..b.len().min(BLOCK)];
+        if used.iter().all(|&x| x == 0) {
+            return Err(HeaderError::Blank);
+        }
         if b.len() < HEADER_USED {
             return Err(HeaderError::Invalid(format!(
                 "header truncated to {} bytes",
                 b.len()
             )));
-        }
-        let used = &b[..b.len().min(BLOCK)];
-        if used.iter().all(|&x| x == 0) {
-            return Err(HeaderError::Blank);
         }
         if &b[..8] != MAGIC {
             return Err(HeaderError::Invalid("bad segment magic".into()));
@@ -180,6 +183,18 @@ mod tests {
             SegmentHeader::decode(&[0u8; BLOCK]),
             Err(HeaderError::Blank)
         );
+    }
+
+    #[test]
+    fn an_empty_file_is_blank_and_a_short_header_is_invalid() {
+        assert_eq!(SegmentHeader::decode(&[]), Err(HeaderError::Blank));
+        assert_eq!(SegmentHeader::decode(&[0u8; 10]), Err(HeaderError::Blank));
+        let mut b = vec![0u8; BLOCK];
+        sample().encode_into(&mut b);
+        assert!(matches!(
+            SegmentHeader::decode(&b[..HEADER_USED - 1]),
+            Err(HeaderError::Invalid(_))
+        ));
     }
 
     #[test]

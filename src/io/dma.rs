@@ -86,10 +86,11 @@ impl Storage for DmaStorage {
             .create(dir)
     }
 
+    /// `fsync(2)` on the directory, blocking: glommio's `Directory::open`
+    /// fails with EBADF on relative paths, and directory syncs are rare
+    /// (segment creation, snapshot, recovery), never per record.
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        let d = glommio::io::Directory::open(dir).await.map_err(to_io)?;
-        d.sync().await.map_err(to_io)?;
-        d.close().await.map_err(to_io)
+        super::std_fs::sync_dir_blocking(dir)
     }
 }
 

@@ -112,6 +112,9 @@ pub(crate) async fn read_head<S: Storage>(
 /// A scanned, not yet repaired, shard directory.
 pub(crate) struct Scanned {
     pub outcome: ScanOutcome,
+    /// Segments before the replay position that were not scanned, as
+    /// (index, first seq, path): still live, and truncated later.
+    pub skipped: Vec<(u64, u64, PathBuf)>,
     pub max_index: Option<u64>,
     pub started: Instant,
 }
@@ -144,6 +147,7 @@ pub(crate) async fn scan<S: Storage>(
         .map_err(|e| Error::io("list", dir, e))?;
     let mut segs = segments_in(&names);
     let max_index = segs.last().map(|(i, _)| *i);
+    let mut skipped: Vec<(u64, String)> = Vec::new();
     if let Some(from) = from_seq {
         // Skip leading segments whose successor starts at or before `from`.
         let mut skip = 0;
@@ -156,7 +160,7 @@ pub(crate) async fn scan<S: Storage>(
                 _ => break,
             }
         }
-        segs.drain(..skip);
+        skipped = segs.drain(..skip).collect();
     }
     let mut scanner = Scanner::new(exp);
     let mut outcome: Option<ScanOutcome> = None;
@@ -198,8 +202,18 @@ pub(crate) async fn scan<S: Storage>(
         Some(o) => o,
         None => scanner.finish(),
     };
+    let mut skipped_info = Vec::with_capacity(skipped.len());
+    for (index, name) in skipped {
+        let path = dir.join(&name);
+        let head = read_head(storage, &path).await?;
+        let first = crate::format::segment_header::SegmentHeader::decode(&head)
+            .map(|h| h.first_seq)
+            .unwrap_or(0);
+        skipped_info.push((index, first, path));
+    }
     Ok(Scanned {
         outcome,
+        skipped: skipped_info,
         max_index,
         started,
     })
@@ -219,6 +233,7 @@ pub(crate) async fn apply<S: Storage>(
 ) -> Result<Recovered<S::File>> {
     let Scanned {
         mut outcome,
+        skipped,
         max_index,
         started,
     } = scanned;
@@ -320,10 +335,14 @@ pub(crate) async fn apply<S: Storage>(
     };
     Ok(Recovered {
         report,
-        kept: outcome
-            .kept
-            .iter()
-            .map(|k| (k.index, k.header.first_seq, k.path.clone()))
+        kept: skipped
+            .into_iter()
+            .chain(
+                outcome
+                    .kept
+                    .iter()
+                    .map(|k| (k.index, k.header.first_seq, k.path.clone())),
+            )
             .collect(),
         resume,
         max_index,

@@ -180,6 +180,23 @@ impl Runtime {
         if n == 0 || n > u32::MAX as usize {
             return Err(Error::Config(format!("{n} shards")));
         }
+        // Re-sharding (a log written by more shards than this runtime has)
+        // is not supported yet: refuse rather than ignore those shards' data.
+        if let Ok(names) = crate::io::std_fs::list_dir(dir) {
+            for name in names {
+                if let Some(i) = name
+                    .strip_prefix("shard-")
+                    .and_then(|d| d.parse::<usize>().ok())
+                    && i >= n
+                {
+                    return Err(Error::Config(format!(
+                        "the log at {} has shard {i} but the runtime has {n} shards; \
+                         re-sharding is not supported yet",
+                        dir.display()
+                    )));
+                }
+            }
+        }
         // Manifests kept for fallback and truncation bookkeeping, oldest first.
         let started = std::time::Instant::now();
         let mut retained = VecDeque::new();
@@ -320,8 +337,9 @@ impl Runtime {
                         plan,
                         log_dir: shard_dir.clone(),
                     });
-                    let auto_task = auto
-                        .then(|| glommio::spawn_local(auto_barriers(ctx.clone(), poll)).detach());
+                    let auto_task = auto.then(|| {
+                        glommio::spawn_local(auto_barriers(ctx.clone(), poll, true)).detach()
+                    });
                     let r = f(ctx.clone()).await;
                     let _ = done_tx.send(());
                     // Until shutdown, barriers are answered on the engine's
@@ -330,7 +348,9 @@ impl Runtime {
                         Some(t) => {
                             t.await;
                         }
-                        None if !ctx.is_shutting_down() => auto_barriers(ctx.clone(), poll).await,
+                        None if !ctx.is_shutting_down() => {
+                            auto_barriers(ctx.clone(), poll, false).await
+                        }
                         None => {}
                     }
                     drop(ctx);
@@ -570,10 +590,20 @@ impl Drop for Runtime {
     }
 }
 
-async fn auto_barriers<S: Storage>(ctx: Rc<ShardContext<S>>, poll: Duration) {
+/// Answer barriers on the engine's behalf. With `checkpoints` false (the
+/// engine code has returned and can no longer supply its state), checkpoint
+/// requests fail instead of recording an empty snapshot.
+async fn auto_barriers<S: Storage>(ctx: Rc<ShardContext<S>>, poll: Duration, checkpoints: bool) {
     loop {
         while let Some(ev) = ctx.poll_control() {
             match ev {
+                ControlEvent::Barrier(req) if req.checkpoint.is_some() && !checkpoints => {
+                    let _ = ctx.acks.send(crate::control::Ack::Failed {
+                        shard: ctx.shard,
+                        epoch: req.epoch,
+                        cause: "the engine code has returned; it cannot snapshot its state".into(),
+                    });
+                }
                 ControlEvent::Barrier(req) => {
                     let _ = ctx.complete_barrier(req, None).await;
                 }

@@ -6,6 +6,8 @@
 //! Architecture invariant: the append path (`append_frame`) allocates
 //! nothing, takes no lock and makes no syscall. It copies into a buffer
 //! taken from a free list; when none is free it reports back-pressure.
+//! The one exception is a segment roll (once per segment) that finds the
+//! free list empty: it allocates the new segment's first buffer.
 
 use std::collections::VecDeque;
 use std::path::Path;

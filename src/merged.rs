@@ -1,0 +1,67 @@
+//! One iterator over every shard's records in (epoch, shard, seq) order, for
+//! a single consumer. It streams: each shard's reader holds one segment, so
+//! memory is bounded by `shards x segment size`, whatever the log's length.
+
+use std::path::Path;
+
+use crate::error::Result;
+use crate::ids::{Seq, ShardId};
+use crate::io::Storage;
+use crate::reader::{Record, ShardReader};
+
+/// Merged reader over shards `0..n`.
+pub struct MergedReader<S: Storage> {
+    readers: Vec<ShardReader<S>>,
+    epoch: Option<u64>,
+    shard: usize,
+}
+
+impl<S: Storage> MergedReader<S> {
+    /// Read shards `0..ranges.len()` of the log at `log_dir`; shard `i`
+    /// from `ranges[i].0` up to (excluding) `ranges[i].1`.
+    pub async fn open(storage: S, log_dir: &Path, ranges: &[(Seq, Seq)]) -> Result<Self> {
+        let mut readers = Vec::with_capacity(ranges.len());
+        for (i, (from, until)) in ranges.iter().enumerate() {
+            readers.push(
+                ShardReader::open_range(storage.clone(), log_dir, ShardId(i as u32), *from, *until)
+                    .await?,
+            );
+        }
+        Ok(MergedReader {
+            readers,
+            epoch: None,
+            shard: 0,
+        })
+    }
+
+    /// The next record in (epoch, shard, seq) order.
+    pub async fn next(&mut self) -> Result<Option<Record<'_>>> {
+        let i = loop {
+            let Some(e) = self.epoch else {
+                let mut min = None;
+                for r in &mut self.readers {
+                    if let Some(l) = r.peek().await? {
+                        min = Some(min.map_or(l.epoch.0, |m: u64| m.min(l.epoch.0)));
+                    }
+                }
+                match min {
+                    None => return Ok(None),
+                    Some(m) => {
+                        self.epoch = Some(m);
+                        self.shard = 0;
+                        continue;
+                    }
+                }
+            };
+            if self.shard >= self.readers.len() {
+                self.epoch = None;
+                continue;
+            }
+            match self.readers[self.shard].peek().await? {
+                Some(l) if l.epoch.0 == e => break self.shard,
+                _ => self.shard += 1,
+            }
+        };
+        self.readers[i].next().await
+    }
+}
