@@ -7,7 +7,8 @@
 //!
 //! | stop                                      | later evidence                          | verdict            |
 //! |-------------------------------------------|-----------------------------------------|--------------------|
-//! | zeros, no later segment                   | —                                       | clean end          |
+//! | zeros to the end of the segment, no later segment | —                               | clean end          |
+//! | zeros, then non-zero bytes in the segment | (decided like a bad frame, below)       | stop at (i, p)     |
 //! | zeros, next segment starts at seq `E`     | —                                       | continue in next   |
 //! | zeros, next segment is ours but starts elsewhere | —                                | stop at (i, p)     |
 //! | zeros, next header blank, foreign or damaged | —                                    | stop at (i+1, 0)   |
@@ -288,6 +289,15 @@ impl Scanner {
                 self.out.next_epoch = Some(epoch);
                 self.expected = Some(e);
                 match why {
+                    // Zeros, but non-zero bytes further on in this segment:
+                    // the frame header here was lost (a write that never
+                    // landed, or damage). Decided by vouching, like any stop.
+                    None if buf
+                        .get(pos..)
+                        .is_some_and(|rest| rest.iter().any(|&b| b != 0)) =>
+                    {
+                        (pos, "zeroed frame header followed by data".to_string())
+                    }
                     None => {
                         // Zeros: a clean end, or the log goes on in the next
                         // segment. If the next segment is ours but starts at
@@ -435,4 +445,86 @@ pub fn classify(segs: &[SegmentBytes<'_>], exp: &Expect) -> Result<ScanOutcome, 
         }
     }
     Ok(sc.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::frame::{FrameMeta, encode_header, frame_len};
+
+    const LOG: [u8; 16] = [9; 16];
+
+    /// A segment of `n` records; record `i` vouches for `vouch(i)`.
+    fn segment(n: u64, vouch: impl Fn(u64) -> u64) -> (Vec<u8>, Vec<usize>) {
+        let h = SegmentHeader {
+            log_id: LOG,
+            shard: 0,
+            index: 0,
+            first_seq: 0,
+            first_epoch: 1,
+            nonce: 5,
+            segment_size: 64 << 10,
+        };
+        let mut b = vec![0u8; 64 << 10];
+        h.encode_into(&mut b);
+        let mut pos = RECORDS_START;
+        let mut starts = Vec::new();
+        for i in 0..n {
+            let payload = [i as u8; 20];
+            let meta = FrameMeta {
+                seq: i,
+                epoch: 1,
+                durable_next: vouch(i),
+                kind: RecordKind::Data,
+            };
+            starts.push(pos);
+            b[pos..pos + 40].copy_from_slice(&encode_header(h.seed(), &meta, &payload));
+            b[pos + 40..pos + 60].copy_from_slice(&payload);
+            pos += frame_len(20);
+        }
+        (b, starts)
+    }
+
+    fn exp() -> Expect {
+        Expect {
+            log_id: LOG,
+            shard: 0,
+            max_payload: 1 << 20,
+        }
+    }
+
+    fn run(b: &[u8]) -> Result<ScanOutcome, Corrupt> {
+        classify(
+            &[SegmentBytes {
+                index: 0,
+                path: "0.seg".into(),
+                bytes: b,
+            }],
+            &exp(),
+        )
+    }
+
+    #[test]
+    fn a_zeroed_header_vouched_for_by_later_records_is_corruption() {
+        let (mut b, starts) = segment(10, |i| i);
+        b[starts[5]..starts[5] + 40].fill(0);
+        let e = run(&b).unwrap_err();
+        assert_eq!(e.offset, starts[5] as u64);
+    }
+
+    #[test]
+    fn a_zeroed_header_nobody_vouches_for_is_a_torn_tail() {
+        let (mut b, starts) = segment(10, |_| 0);
+        b[starts[5]..starts[5] + 40].fill(0);
+        let o = run(&b).unwrap();
+        assert_eq!(o.next_seq, 5);
+        assert!(o.torn.is_some());
+    }
+
+    #[test]
+    fn zeros_to_the_end_are_a_clean_end() {
+        let (b, _) = segment(10, |i| i);
+        let o = run(&b).unwrap();
+        assert_eq!((o.next_seq, o.torn), (10, None));
+    }
 }
