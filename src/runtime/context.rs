@@ -209,14 +209,23 @@ impl<S: Storage> ShardContext<S> {
         }
         let mut marker = None;
         if let Some(c) = req.checkpoint {
-            let sref = snapshot::write(
+            let sref = match snapshot::write(
                 log.storage(),
                 log.dir(),
                 self.shard.0,
                 c.0,
                 snap.unwrap_or(&[]),
             )
-            .await?;
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    // Fail-stop: after a failed write or fsync nothing on
+                    // this shard is trusted to be durable any more.
+                    log.poison(format!("snapshot of checkpoint {} failed: {e}", c.0));
+                    return Err(e);
+                }
+            };
             let m = CheckpointMarker {
                 checkpoint: c.0,
                 epoch: req.epoch.0,

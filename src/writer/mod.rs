@@ -528,6 +528,13 @@ impl<S: Storage> ShardLog<S> {
         Ok(doomed.len())
     }
 
+    /// Poison the shard (fail-stop) because of a failure outside the log
+    /// itself that the log's durability depends on, e.g. a snapshot's
+    /// fdatasync at a checkpoint. Every later call returns `Error::Poisoned`.
+    pub(crate) fn poison(&self, cause: String) {
+        self.inner().poison(cause);
+    }
+
     /// `Some(cause)` if the shard is poisoned.
     pub fn poisoned(&self) -> Option<String> {
         self.inner().st.borrow().poison.clone()
