@@ -68,7 +68,7 @@ impl ShardConfig {
     /// Check the invariants between the settings.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if self.segment_size % BLOCK as u64 != 0
+        if !self.segment_size.is_multiple_of(BLOCK as u64)
             || !(segment_header::MIN_SEGMENT_SIZE..=segment_header::MAX_SEGMENT_SIZE)
                 .contains(&self.segment_size)
         {
@@ -79,7 +79,7 @@ impl ShardConfig {
                 segment_header::MAX_SEGMENT_SIZE
             ));
         }
-        if self.buffer_size == 0 || self.buffer_size % BLOCK != 0 {
+        if self.buffer_size == 0 || !self.buffer_size.is_multiple_of(BLOCK) {
             return bad(format!(
                 "buffer_size {} must be a non-zero multiple of {BLOCK}",
                 self.buffer_size

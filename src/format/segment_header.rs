@@ -123,7 +123,7 @@ impl SegmentHeader {
         }
         let segment_size = u64_at(b, 72);
         if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&segment_size)
-            || segment_size % BLOCK as u64 != 0
+            || !segment_size.is_multiple_of(BLOCK as u64)
         {
             return Err(HeaderError::Invalid(format!(
                 "segment size {segment_size} out of bounds"

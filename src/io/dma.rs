@@ -128,7 +128,7 @@ impl StorageFile for DmaSegmentFile {
                 break;
             }
             got += n as usize;
-            if got % crate::format::BLOCK != 0 {
+            if !got.is_multiple_of(crate::format::BLOCK) {
                 // Short read at end of file: O_DIRECT cannot continue unaligned.
                 break;
             }

@@ -88,7 +88,7 @@ impl<S: Storage> Inner<S> {
     /// into a write job.
     fn submit_unsealed(&self, target: u64) {
         let mut st = self.st.borrow_mut();
-        if st.submitted_next < target && st.seal_partial(&self.params, &self.storage) {
+        if st.submitted_next < target && st.seal_partial(&self.storage) {
             drop(st);
             self.write_signal.notify();
         }

@@ -49,6 +49,8 @@ pub(crate) enum Job<S: Storage> {
         pos: u64,
         end_seq: u64,
         after_prev: bool,
+        /// The buffer is a pool buffer trimmed at a segment roll.
+        from_roll: bool,
     },
     /// A finished segment: wait for its writes, fdatasync it, let it go.
     Retire { file: Rc<S::File>, path: Rc<Path> },
@@ -159,6 +161,29 @@ impl<S: Storage> State<S> {
             return Err(Error::Backpressure);
         }
         let seq = self.next_seq;
+        if self.buf_len + flen < p.buffer_size {
+            // Fast path: the frame fits in the current buffer without filling
+            // it. Build it in place and checksum it with one CRC call.
+            let start = self.buf_len;
+            let buf = self.buf.as_mut().expect("current buffer");
+            let f = &mut buf.as_mut_slice()[start..start + flen];
+            let n = payload.len();
+            f[4..8].copy_from_slice(&(n as u32).to_le_bytes());
+            f[8..16].copy_from_slice(&seq.to_le_bytes());
+            f[16..24].copy_from_slice(&self.epoch.to_le_bytes());
+            f[24..32].copy_from_slice(&self.durable_next.to_le_bytes());
+            f[32] = kind as u8;
+            f[33..40].fill(0);
+            f[40..40 + n].copy_from_slice(payload);
+            f[40 + n..].fill(0);
+            let crc = crc32c::crc32c_append(self.seg.seed.0, &f[4..40 + n]);
+            f[0..4].copy_from_slice(&crc.to_le_bytes());
+            self.buf_len += flen;
+            self.next_seq = seq + 1;
+            self.stats.records += 1;
+            self.stats.bytes += flen as u64;
+            return Ok(seq);
+        }
         let meta = FrameMeta {
             seq,
             epoch: self.epoch,
@@ -200,6 +225,7 @@ impl<S: Storage> State<S> {
             pos: self.buf_pos,
             end_seq,
             after_prev: self.tail_partial,
+            from_roll: false,
         });
         self.stats.writes += 1;
         self.tail_partial = false;
@@ -210,38 +236,38 @@ impl<S: Storage> State<S> {
     }
 
     /// Submit the records still sitting in the current buffer (for a sync).
-    /// The buffer's last partial block is carried into a new buffer, so the
+    /// The buffer's last partial block stays (moved to the front), so the
     /// next write rewrites that block with more records in it.
     /// Returns false if there was nothing to submit.
-    pub(crate) fn seal_partial(&mut self, p: &Params, storage: &S) -> bool {
+    pub(crate) fn seal_partial(&mut self, storage: &S) -> bool {
         if self.submitted_next == self.next_seq || self.buf_len == 0 {
             return false;
         }
         let used = self.buf_len;
         let aligned = align_up(used, BLOCK);
         let tail = align_down(used, BLOCK);
-        let mut old = self.buf.take().expect("current buffer");
-        let mut next = self
-            .free
-            .pop()
-            .unwrap_or_else(|| storage.alloc_buf(p.buffer_size));
-        next.as_mut_slice()[..used - tail].copy_from_slice(&old.as_slice()[tail..used]);
-        old.as_mut_slice()[used..aligned].fill(0);
-        old.trim(aligned);
+        // The written bytes go out in a right-sized copy (the sync path, not
+        // the append path, pays for it); the current buffer stays, its last
+        // partial block moved to the front, so appends continue in warm memory.
+        let mut out = storage.alloc_buf(aligned);
+        let cur = self.buf.as_mut().expect("current buffer");
+        out.as_mut_slice()[..used].copy_from_slice(&cur.as_slice()[..used]);
+        out.as_mut_slice()[used..aligned].fill(0);
+        cur.as_mut_slice().copy_within(tail..used, 0);
         self.jobs.push_back(Job::Write {
             file: self.seg.file.clone(),
             path: self.seg.path.clone(),
-            buf: old,
+            buf: out,
             pos: self.buf_pos,
             end_seq: self.next_seq,
             after_prev: self.tail_partial,
+            from_roll: false,
         });
         self.stats.writes += 1;
         self.tail_partial = used != aligned;
         self.submitted_next = self.next_seq;
         self.buf_pos += tail as u64;
         self.buf_len = used - tail;
-        self.buf = Some(next);
         true
     }
 
@@ -261,6 +287,7 @@ impl<S: Storage> State<S> {
                 pos: self.buf_pos,
                 end_seq: self.next_seq,
                 after_prev: self.tail_partial,
+                from_roll: true,
             });
             self.stats.writes += 1;
             self.submitted_next = self.next_seq;

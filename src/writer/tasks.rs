@@ -36,6 +36,7 @@ struct InFlight<S: Storage> {
     pos: u64,
     len: usize,
     end_seq: u64,
+    from_roll: bool,
 }
 
 async fn complete<S: Storage>(inner: &Inner<S>, w: InFlight<S>) {
@@ -47,10 +48,14 @@ async fn complete<S: Storage>(inner: &Inner<S>, w: InFlight<S>) {
             st.last_written_file = Some(w.file);
             // Full-size buffers go back to the free list; trimmed ones are
             // replaced by a fresh buffer, allocated here, off the append path.
-            let target = inner.cfg.write_behind + 1;
-            if st.free.len() < target {
+            // Full-size buffers go back to the free list; right-sized sync
+            // copies are dropped. A buffer trimmed by a segment roll is
+            // replaced here, off the append path, to keep the pool full.
+            let full = w.len == inner.cfg.buffer_size;
+            let from_roll = w.from_roll;
+            if st.free.len() < inner.cfg.write_behind && (full || from_roll) {
                 let buf = match Rc::try_unwrap(w.buf) {
-                    Ok(b) if b.as_slice().len() == inner.cfg.buffer_size => b,
+                    Ok(b) if full => b,
                     _ => inner.storage.alloc_buf(inner.cfg.buffer_size),
                 };
                 st.free.push(buf);
@@ -102,6 +107,7 @@ pub(crate) async fn write_task<S: Storage>(inner: Rc<Inner<S>>) {
                 pos,
                 end_seq,
                 after_prev,
+                from_roll,
             }) => {
                 if after_prev {
                     drain(&inner, &mut inflight).await;
@@ -121,6 +127,7 @@ pub(crate) async fn write_task<S: Storage>(inner: Rc<Inner<S>>) {
                     pos,
                     len,
                     end_seq,
+                    from_roll,
                 });
             }
             Some(Job::Retire { file, path }) => {
@@ -177,11 +184,13 @@ pub(crate) async fn sync_task<S: Storage>(inner: Rc<Inner<S>>) {
         inner.submit_unsealed(target);
         // Wait until every record below the target has been written.
         loop {
-            let st = inner.st.borrow();
-            if st.poison.is_some() || st.written_next >= target {
+            let ready = {
+                let st = inner.st.borrow();
+                st.poison.is_some() || st.written_next >= target
+            };
+            if ready {
                 break;
             }
-            drop(st);
             inner.sync_signal.wait().await;
         }
         if inner.is_poisoned() {
