@@ -243,6 +243,14 @@ pub(crate) async fn apply<S: Storage>(
         && let Some(k) = outcome.kept.iter().position(|s| s.index == c.segment)
     {
         cut_records = outcome.next_seq - c.seq;
+        // Frame bytes dropped: the rest of segment k, and all of later ones.
+        let rs = crate::format::segment_header::RECORDS_START as u64;
+        let cut_bytes = outcome.kept[k].valid_end.saturating_sub(c.offset.max(rs))
+            + outcome.kept[k + 1..]
+                .iter()
+                .map(|s| s.valid_end.saturating_sub(rs))
+                .sum::<u64>();
+        outcome.bytes = outcome.bytes.saturating_sub(cut_bytes);
         let later: Vec<PathBuf> = outcome.kept.drain(k + 1..).map(|s| s.path).collect();
         outcome.dropped.extend(later);
         let seg = &mut outcome.kept[k];

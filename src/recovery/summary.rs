@@ -18,6 +18,8 @@ pub struct ScanSummary {
     pub commits: Vec<CommitRecord>,
     /// The replay position (frames before it are not of interest).
     pub from_seq: u64,
+    /// Barriers seen at or after the replay position.
+    pub barriers_since_from: u64,
 }
 
 impl ScanSummary {
@@ -40,14 +42,19 @@ impl ScanSummary {
             self.from_point = Some(here);
         }
         match f.meta.kind {
-            RecordKind::Barrier => self.barriers.push((
-                f.meta.epoch,
-                CutPoint {
-                    seq: f.meta.seq + 1,
-                    segment,
-                    offset: (offset + f.len) as u64,
-                },
-            )),
+            RecordKind::Barrier => {
+                if f.meta.seq >= self.from_seq {
+                    self.barriers_since_from += 1;
+                }
+                self.barriers.push((
+                    f.meta.epoch,
+                    CutPoint {
+                        seq: f.meta.seq + 1,
+                        segment,
+                        offset: (offset + f.len) as u64,
+                    },
+                ))
+            }
             RecordKind::Commit => {
                 if let Ok(c) = payloads::decode::<CommitRecord>(f.payload, "commit") {
                     match self.commits.last_mut() {

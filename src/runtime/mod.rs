@@ -428,7 +428,7 @@ impl Runtime {
         }
         let mut recovered: Vec<ShardRecovery> = recovered.into_iter().flatten().collect();
         for (r, s) in recovered.iter_mut().zip(&summaries) {
-            r.epochs_seen = s.barriers.len() as u64 + 1;
+            r.epochs_seen = s.barriers_since_from + 1;
         }
         // Source offsets as of the sealed epoch, per shard and merged.
         let per_shard: Vec<(Vec<SourceOffset>, Option<u64>)> = (0..n)
