@@ -8,8 +8,9 @@
 //! writes, each applied whole, dropped, or torn at 512-byte sector
 //! granularity (the media assumption of `docs/FORMAT.md`).
 //!
-//! Faults: EIO or ENOSPC or a short write on the n-th write, EIO on the n-th
-//! fsync, and a capacity after which writes fail with ENOSPC.
+//! Faults: EIO or ENOSPC or a short write on the n-th write or on the next
+//! write to a given file, EIO on the n-th fsync, and a capacity after which
+//! writes fail with ENOSPC.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -61,6 +62,7 @@ struct Fs {
     writes: u64,
     syncs: u64,
     write_fault: Option<(u64, WriteFault)>,
+    path_fault: Option<(PathBuf, WriteFault)>,
     sync_fault: Option<u64>,
     capacity: Option<u64>,
 }
@@ -84,6 +86,7 @@ pub struct SimStorage {
 pub struct SimFile {
     fs: Rc<RefCell<Fs>>,
     data: FileRef,
+    path: PathBuf,
 }
 
 fn parent(path: &Path) -> PathBuf {
@@ -130,6 +133,14 @@ impl SimStorage {
         fs.write_fault = Some((fs.writes + after, fault));
     }
 
+    /// Make the next write to the file opened or created at `path` (now or
+    /// later) fail with `fault`. Unlike [`SimStorage::fail_write`], this
+    /// aims at one file whatever else is written meanwhile, e.g. the next
+    /// segment being prepared in the background.
+    pub fn fail_write_to(&self, path: &Path, fault: WriteFault) {
+        self.fs.borrow_mut().path_fault = Some((path.to_path_buf(), fault));
+    }
+
     /// Make the fsync that comes `after` more fsyncs from now fail with EIO.
     pub fn fail_sync(&self, after: u64) {
         let mut fs = self.fs.borrow_mut();
@@ -146,6 +157,7 @@ impl SimStorage {
     pub fn heal(&self) {
         let mut fs = self.fs.borrow_mut();
         fs.write_fault = None;
+        fs.path_fault = None;
         fs.sync_fault = None;
         fs.capacity = None;
     }
@@ -246,6 +258,7 @@ impl Storage for SimStorage {
             return Ok(SimFile {
                 fs: self.fs.clone(),
                 data,
+                path: path.to_path_buf(),
             });
         }
         let data = fs
@@ -256,6 +269,7 @@ impl Storage for SimStorage {
         Ok(SimFile {
             fs: self.fs.clone(),
             data,
+            path: path.to_path_buf(),
         })
     }
 
@@ -329,10 +343,18 @@ impl StorageFile for SimFile {
         let n = fs.writes;
         fs.writes += 1;
         let mut len = buf.len();
-        if let Some((at, fault)) = fs.write_fault
-            && at == n
-        {
+        let by_count = fs.write_fault.filter(|(at, _)| *at == n).map(|(_, f)| f);
+        if by_count.is_some() {
             fs.write_fault = None;
+        }
+        let by_path = match &fs.path_fault {
+            Some((p, f)) if *p == self.path => Some(*f),
+            _ => None,
+        };
+        if by_path.is_some() {
+            fs.path_fault = None;
+        }
+        if let Some(fault) = by_count.or(by_path) {
             match fault {
                 WriteFault::Eio => return Err(io::Error::from_raw_os_error(libc::EIO)),
                 WriteFault::Enospc => return Err(io::Error::from_raw_os_error(libc::ENOSPC)),
