@@ -152,7 +152,7 @@ pub fn plan(log: &LogDir, progress: bool) -> Result<Report, Fail> {
             records: outcome.records,
             bytes: outcome.bytes,
             segments: outcome.kept.len(),
-            epochs: summary.barriers.len() as u64 + 1,
+            epochs: summary.barriers_since_from + 1,
             torn: outcome.torn.clone(),
             cut_records: 0,
             removed_segments: outcome.dropped.len(),
