@@ -8,8 +8,9 @@
 //! on the same executor then races with it: recovery removes the segment
 //! being prepared, and glommio panics in `DmaFile::open_at`
 //! (`statfs(path).unwrap()`) when the file vanishes between its open and
-//! its statfs, or the reopen stalls. The other tests run each session on
-//! its own executor, like a process, to stay clear of the race.
+//! its statfs. Tasks still running when their executor ends also leak
+//! their files. The other tests keep clear of the race: they never reopen
+//! a directory on the executor that closed it.
 
 mod common;
 
