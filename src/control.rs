@@ -38,6 +38,8 @@ pub enum ControlEvent {
 #[derive(Debug, Clone)]
 pub(crate) enum ToShard {
     Event(ControlEvent),
+    /// The runtime is done with this shard: stop answering barriers.
+    Stop,
     /// Remove segments wholly before `before` and snapshots of checkpoints
     /// older than `keep_snapshots_from`.
     Truncate {

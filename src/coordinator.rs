@@ -115,6 +115,9 @@ enum Command {
         checkpoint: bool,
         reply: Sender<Result<Issued>>,
     },
+    /// Tell the engines to return (timers stop; barriers still work).
+    StopEngines,
+    /// Stop the shards and the coordinator.
     Shutdown,
 }
 
@@ -273,6 +276,12 @@ impl CoordinatorThread {
                         let r = self.issue(checkpoint);
                         let _ = reply.send(r);
                     }
+                    Ok(Command::StopEngines) => {
+                        next_tick = None;
+                        for s in &self.shards {
+                            s.send(ToShard::Event(ControlEvent::Shutdown));
+                        }
+                    }
                     Ok(Command::Shutdown) | Err(_) => {
                         if !shutting_down {
                             shutting_down = true;
@@ -280,6 +289,7 @@ impl CoordinatorThread {
                             self.shared.stopped.store(true, Ordering::Release);
                             for s in &self.shards {
                                 s.send(ToShard::Event(ControlEvent::Shutdown));
+                                s.send(ToShard::Stop);
                             }
                         }
                         if self.pending.is_empty() {
@@ -564,6 +574,11 @@ fn clone_err(e: &Error) -> Error {
             cause: other.to_string(),
         },
     }
+}
+
+/// Ask the engines to return (used by the runtime's shutdown).
+pub(crate) fn request_engines_stop(c: &Coordinator) {
+    let _ = c.shared.cmd.send(Command::StopEngines);
 }
 
 /// Ask the coordinator thread to shut down (used by the runtime).

@@ -25,6 +25,7 @@ pub struct ShardContext<S: Storage> {
     pub(crate) acks: Sender<Ack>,
     pub(crate) last_commit: RefCell<Option<CommitRecord>>,
     pub(crate) shutdown: Cell<bool>,
+    pub(crate) stop: Cell<bool>,
     pub(crate) plan: super::ReplayPlan,
     pub(crate) log_dir: std::path::PathBuf,
 }
@@ -92,6 +93,11 @@ impl<S: Storage> ShardContext<S> {
     pub fn poll_control(self: &Rc<Self>) -> Option<ControlEvent> {
         loop {
             match self.rx.poll()? {
+                ToShard::Stop => {
+                    self.stop.set(true);
+                    self.shutdown.set(true);
+                    return Some(ControlEvent::Shutdown);
+                }
                 ToShard::Event(ev) => {
                     if ev == ControlEvent::Shutdown {
                         self.shutdown.set(true);
@@ -238,11 +244,9 @@ impl<S: Storage> ShardContext<S> {
         }
         let lsn = log.barrier().await?;
         log.sync().await?;
-        let commit = self
-            .last_commit
-            .borrow()
-            .clone()
-            .filter(|c| c.epoch == req.epoch.0);
+        // The latest commit holds until the next one, whichever epoch it
+        // was written in (after a restart: the one recovered).
+        let commit = self.last_commit.borrow().clone();
         let part = marker.map(|(c, marker_seq, snapshot)| {
             (
                 c,

@@ -86,6 +86,7 @@ pub struct Runtime {
     coord_thread: Option<std::thread::JoinHandle<()>>,
     shards: Vec<ExecutorJoinHandle<Result<()>>>,
     done: Receiver<()>,
+    done_seen: usize,
     recovered: Vec<ShardRecovery>,
     report: RecoveryReport,
     manifest: Option<Manifest>,
@@ -332,8 +333,17 @@ impl Runtime {
                         shard_count: n,
                         rx,
                         acks: ack_tx,
-                        last_commit: Default::default(),
+                        last_commit: std::cell::RefCell::new(
+                            (!plan.offsets.is_empty() || plan.watermark.is_some()).then(|| {
+                                crate::checkpoint::CommitRecord {
+                                    epoch: plan.sealed.0,
+                                    offsets: plan.offsets.clone(),
+                                    watermark: plan.watermark.unwrap_or(0),
+                                }
+                            }),
+                        ),
                         shutdown: Default::default(),
+                        stop: Default::default(),
                         plan,
                         log_dir: shard_dir.clone(),
                     });
@@ -348,10 +358,7 @@ impl Runtime {
                         Some(t) => {
                             t.await;
                         }
-                        None if !ctx.is_shutting_down() => {
-                            auto_barriers(ctx.clone(), poll, false).await
-                        }
-                        None => {}
+                        None => auto_barriers(ctx.clone(), poll, false).await,
                     }
                     drop(ctx);
                     let closed = log.close().await;
@@ -497,6 +504,7 @@ impl Runtime {
             coord_thread: Some(coord_thread),
             shards: handles,
             done: done_rx,
+            done_seen: 0,
             recovered,
             report,
             manifest,
@@ -536,13 +544,18 @@ impl Runtime {
     }
 
     /// Wait for every shard's engine code to return, then shut down.
-    pub fn join(self) -> Result<()> {
-        for _ in 0..self.shards.len() {
+    pub fn join(mut self) -> Result<()> {
+        self.wait_engines();
+        self.shutdown()
+    }
+
+    fn wait_engines(&mut self) {
+        while self.done_seen < self.shards.len() {
             if self.done.recv().is_err() {
                 break;
             }
+            self.done_seen += 1;
         }
-        self.shutdown()
     }
 
     /// Shut down: the coordinator stops its timers and sends `Shutdown` to
@@ -554,11 +567,14 @@ impl Runtime {
     }
 
     fn stop(&mut self) -> Result<()> {
-        // Seal a final epoch so that what the engines appended survives.
-        if !self.coordinator.is_stopped()
-            && let Ok(t) = self.coordinator.advance_epoch()
-        {
-            let _ = t.wait_timeout(Duration::from_secs(10));
+        // Ask the engines to return, then seal a final epoch (answered on
+        // their behalf) so that everything they appended survives.
+        if !self.coordinator.is_stopped() {
+            coordinator::request_engines_stop(&self.coordinator);
+            self.wait_engines();
+            if let Ok(t) = self.coordinator.advance_epoch() {
+                let _ = t.wait_timeout(Duration::from_secs(10));
+            }
         }
         coordinator::request_shutdown(&self.coordinator);
         let mut first = Ok(());
@@ -595,6 +611,9 @@ impl Drop for Runtime {
 /// requests fail instead of recording an empty snapshot.
 async fn auto_barriers<S: Storage>(ctx: Rc<ShardContext<S>>, poll: Duration, checkpoints: bool) {
     loop {
+        if ctx.stop.get() {
+            return;
+        }
         while let Some(ev) = ctx.poll_control() {
             match ev {
                 ControlEvent::Barrier(req) if req.checkpoint.is_some() && !checkpoints => {
@@ -607,7 +626,10 @@ async fn auto_barriers<S: Storage>(ctx: Rc<ShardContext<S>>, poll: Duration, che
                 ControlEvent::Barrier(req) => {
                     let _ = ctx.complete_barrier(req, None).await;
                 }
-                ControlEvent::Shutdown => return,
+                // The engine is told to return; keep answering barriers
+                // until the runtime has sealed the final epoch.
+                ControlEvent::Shutdown if ctx.stop.get() => return,
+                ControlEvent::Shutdown => {}
             }
         }
         glommio::timer::sleep(poll).await;
