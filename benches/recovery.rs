@@ -24,8 +24,16 @@
 //!      end on its core, timed per shard;
 //!    - *full*: from calling `Runtime::start` to the last shard's replay done.
 //!
+//!    Each on two backends: the default `DmaStorage` (reads are `pread` on
+//!    `O_DIRECT` descriptors: the page cache plays no part, warm or cold)
+//!    and `StdStorage` through `Runtime::start_with` (buffered reads: warm
+//!    runs read from the page cache, which shows the software's own cost).
 //!    GiB/s count the log's frame bytes (`ShardRecovery::bytes`); a full
-//!    recovery reads the log twice (scan, then replay).
+//!    recovery reads the log twice (scan, then replay). Besides wall-clock
+//!    rates, "per CPU-s" divides a shard's bytes by its thread's CPU time
+//!    (`CLOCK_THREAD_CPUTIME_ID`): what one dedicated core would sustain if
+//!    it never waited for the device, and a figure that other load on the
+//!    machine does not distort.
 //! 3. **Raw sequential reads** of every segment file of the log (2 threads,
 //!    one per shard's files, like the recovery): std `File::read` into 8 MiB
 //!    buffers (page cache: warm, then cold), and `pread` on an `O_DIRECT`
@@ -52,7 +60,7 @@ use shardwal::io::sim::SplitMix;
 use shardwal::segment::{parse_segment_name, shard_dir};
 use shardwal::{
     ControlEvent, DmaStorage, FsyncPolicy, MergedReader, Runtime, RuntimeConfig, Seq, ShardConfig,
-    ShardId,
+    ShardId, StdStorage, Storage,
 };
 
 const SHARDS: usize = 2;
@@ -171,12 +179,14 @@ struct ShardRun {
     records: u64,
     scan: Duration,
     replay: Duration,
+    /// CPU seconds of the shard's thread in the scan (and start-up).
+    scan_cpu: f64,
+    /// CPU seconds of the shard's thread in the replay.
+    replay_cpu: f64,
 }
 
 #[derive(Debug, Clone)]
 struct RecoveryRun {
-    /// Runtime::start, outside view.
-    start_wall: Duration,
     /// RecoveryReport::elapsed.
     report_elapsed: Duration,
     /// Start to the last replay done.
@@ -184,12 +194,35 @@ struct RecoveryRun {
     shards: Vec<ShardRun>,
 }
 
-fn recovery_run(dir: &Path) -> RecoveryRun {
-    let (tx, rx) = crossbeam_channel::unbounded::<(u32, Duration, u64)>();
+/// Which storage backend the recovering runtime uses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Backend {
+    /// The default: glommio DMA files, reads with `pread` on `O_DIRECT`.
+    Dma,
+    /// Buffered std files: reads come from the page cache when it is warm.
+    Std,
+}
+
+fn recovery_run(dir: &Path, backend: Backend) -> RecoveryRun {
+    match backend {
+        Backend::Dma => recovery_run_with(dir, |_| DmaStorage),
+        Backend::Std => recovery_run_with(dir, |_| StdStorage),
+    }
+}
+
+fn recovery_run_with<S, M>(dir: &Path, make: M) -> RecoveryRun
+where
+    S: Storage,
+    M: Fn(ShardId) -> S + Send + Sync + 'static,
+{
+    let (tx, rx) = crossbeam_channel::unbounded::<(u32, Duration, u64, f64, f64)>();
     let t0 = Instant::now();
-    let rt = Runtime::start(dir, config(true), move |ctx| {
+    let rt = Runtime::start_with(dir, config(true), make, move |ctx| {
         let tx = tx.clone();
         async move {
+            // CPU time of this shard's thread so far: executor start-up,
+            // the scan and the cut.
+            let scan_cpu = thread_cpu();
             let t = Instant::now();
             let mut n = 0u64;
             let mut sum = 0u64;
@@ -200,7 +233,8 @@ fn recovery_run(dir: &Path) -> RecoveryRun {
                 sum = sum.wrapping_add(u64::from(rec.payload.first().copied().unwrap_or(0)));
             }
             std::hint::black_box(sum);
-            let _ = tx.send((ctx.shard().0, t.elapsed(), n));
+            let replay_cpu = thread_cpu() - scan_cpu;
+            let _ = tx.send((ctx.shard().0, t.elapsed(), n, scan_cpu, replay_cpu));
             while !ctx.is_shutting_down() {
                 glommio::timer::sleep(Duration::from_millis(1)).await;
             }
@@ -208,33 +242,121 @@ fn recovery_run(dir: &Path) -> RecoveryRun {
         }
     })
     .expect("recovery");
-    let start_wall = t0.elapsed();
-    let mut replays = vec![(Duration::ZERO, 0u64); SHARDS];
+    let mut replays = vec![(Duration::ZERO, 0u64, 0.0, 0.0); SHARDS];
     for _ in 0..SHARDS {
-        let (s, d, n) = rx.recv_timeout(Duration::from_secs(600)).expect("replay");
-        replays[s as usize] = (d, n);
+        let (s, d, n, sc, rc) = rx.recv_timeout(Duration::from_secs(600)).expect("replay");
+        replays[s as usize] = (d, n, sc, rc);
     }
     let full = t0.elapsed();
     let report = rt.recovery_report().clone();
     rt.shutdown().expect("shutdown");
-    for (r, (_, n)) in report.shards.iter().zip(&replays) {
+    for (r, (_, n, _, _)) in report.shards.iter().zip(&replays) {
         assert_eq!(r.records, *n, "{}: the replay yields every record", r.shard);
     }
     RecoveryRun {
-        start_wall,
         report_elapsed: report.elapsed,
         full,
         shards: report
             .shards
             .iter()
             .zip(replays)
-            .map(|(r, (d, _))| ShardRun {
+            .map(|(r, (d, _, scan_cpu, replay_cpu))| ShardRun {
                 log_bytes: r.bytes,
                 records: r.records,
                 scan: r.elapsed,
                 replay: d,
+                scan_cpu,
+                replay_cpu,
             })
             .collect(),
+    }
+}
+
+/// Medians over runs.
+#[derive(Debug, Clone, Copy)]
+struct RecoveryStats {
+    log_bytes: u64,
+    log_records: u64,
+    scan_secs: f64,
+    scan_core: f64,
+    replay_secs: f64,
+    replay_core: f64,
+    full_secs: f64,
+    full_core: f64,
+    scan_cpu: f64,
+    replay_cpu: f64,
+    full_cpu: f64,
+}
+
+impl RecoveryStats {
+    fn of(runs: &[RecoveryRun]) -> RecoveryStats {
+        let log_bytes: u64 = runs[0].shards.iter().map(|s| s.log_bytes).sum();
+        let log_records: u64 = runs[0].shards.iter().map(|s| s.records).sum();
+        let per_core = |f: &dyn Fn(&ShardRun) -> Duration| {
+            median(
+                runs.iter()
+                    .flat_map(|r| r.shards.iter().map(|s| gibs(s.log_bytes, f(s))))
+                    .collect(),
+            )
+        };
+        let per_cpu = |f: &dyn Fn(&ShardRun) -> f64| {
+            median(
+                runs.iter()
+                    .flat_map(|r| r.shards.iter().map(|s| s.log_bytes as f64 / GIB / f(s)))
+                    .collect(),
+            )
+        };
+        let secs = |f: &dyn Fn(&RecoveryRun) -> Duration| {
+            median(runs.iter().map(|r| f(r).as_secs_f64()).collect())
+        };
+        RecoveryStats {
+            log_bytes,
+            log_records,
+            scan_secs: secs(&|r| r.report_elapsed),
+            scan_core: per_core(&|s| s.scan),
+            replay_secs: secs(&|r| r.shards.iter().map(|s| s.replay).max().unwrap()),
+            replay_core: per_core(&|s| s.replay),
+            full_secs: secs(&|r| r.full),
+            full_core: per_core(&|s| s.scan + s.replay),
+            scan_cpu: per_cpu(&|s| s.scan_cpu),
+            replay_cpu: per_cpu(&|s| s.replay_cpu),
+            full_cpu: per_cpu(&|s| s.scan_cpu + s.replay_cpu),
+        }
+    }
+
+    fn gibs(&self, secs: f64) -> f64 {
+        self.log_bytes as f64 / GIB / secs
+    }
+
+    fn rows(&self, tag: &str, backend: &str) -> Vec<String> {
+        let row = |what: &str, secs: f64, core: f64, cpu: f64| {
+            format!(
+                "{tag} | {:<38} | {secs:>7.3} s | {:>6.2} GiB/s | {core:>6.2} GiB/s | {cpu:>6.2} GiB/s | {:>6.3} M rec/s |",
+                format!("{what}, {backend}"),
+                self.gibs(secs),
+                self.log_records as f64 / secs / 1e6
+            )
+        };
+        vec![
+            row(
+                "scan (Runtime::start)",
+                self.scan_secs,
+                self.scan_core,
+                self.scan_cpu,
+            ),
+            row(
+                "replay (ctx.replay)",
+                self.replay_secs,
+                self.replay_core,
+                self.replay_cpu,
+            ),
+            row(
+                "full (start + replay)",
+                self.full_secs,
+                self.full_core,
+                self.full_cpu,
+            ),
+        ]
     }
 }
 
@@ -385,6 +507,17 @@ fn merged_rss(dir: &Path, ranges: &[(u64, u64)]) -> Merged {
     }
 }
 
+/// CPU seconds used by the calling thread.
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -468,83 +601,44 @@ fn main() {
     // 2. and 3., interleaved per run so that each ratio compares
     // measurements taken close together.
     let mut rows: Vec<String> = Vec::new();
-    let mut summary: Vec<(bool, f64, f64, f64, f64, f64)> = Vec::new();
+    // (cold, DMA, std, raw O_DIRECT 1 MiB GiB/s, raw O_DIRECT 64 MiB GiB/s)
+    let mut summary: Vec<(bool, RecoveryStats, RecoveryStats, f64, f64)> = Vec::new();
+    let raw_kinds = [
+        ("std read, 8 MiB buffers", Raw::Buffered),
+        ("O_DIRECT pread, 1 MiB blocks", Raw::Direct(1 << 20)),
+        ("O_DIRECT pread, 64 MiB blocks", Raw::Direct(64 << 20)),
+    ];
     for &cold in &modes {
         let tag = if cold { "cold" } else { "warm" };
-        let mut rec: Vec<RecoveryRun> = Vec::new();
-        let mut raws: Vec<(&str, Vec<RawRun>)> = vec![
-            ("std read, 8 MiB buffers", Vec::new()),
-            ("O_DIRECT pread, 1 MiB blocks", Vec::new()),
-            ("O_DIRECT pread, 64 MiB blocks", Vec::new()),
-        ];
+        let mut dma: Vec<RecoveryRun> = Vec::new();
+        let mut std_runs: Vec<RecoveryRun> = Vec::new();
+        let mut raws: Vec<Vec<RawRun>> = vec![Vec::new(); raw_kinds.len()];
         if !cold {
-            // Warm the page cache for the buffered reads (O_DIRECT bypasses it).
+            // Warm the page cache (only buffered reads use it).
             raw_read(&dir, Raw::Buffered);
         }
         for _ in 0..runs {
             if cold {
                 drop_caches();
             }
-            rec.push(recovery_run(&dir));
-            for (k, how) in [Raw::Buffered, Raw::Direct(1 << 20), Raw::Direct(64 << 20)]
-                .into_iter()
-                .enumerate()
-            {
+            dma.push(recovery_run(&dir, Backend::Dma));
+            if cold {
+                drop_caches();
+            }
+            std_runs.push(recovery_run(&dir, Backend::Std));
+            for (k, (_, how)) in raw_kinds.iter().enumerate() {
                 if cold {
                     drop_caches();
                 }
-                raws[k].1.push(raw_read(&dir, how));
+                raws[k].push(raw_read(&dir, *how));
             }
         }
-        let log_bytes: u64 = rec[0].shards.iter().map(|s| s.log_bytes).sum();
-        let log_records: u64 = rec[0].shards.iter().map(|s| s.records).sum();
-        let per_core = |f: &dyn Fn(&ShardRun) -> Duration| {
-            median(
-                rec.iter()
-                    .flat_map(|r| r.shards.iter().map(|s| gibs(s.log_bytes, f(s))))
-                    .collect(),
-            )
-        };
-        let scan_total = median(
-            rec.iter()
-                .map(|r| gibs(log_bytes, r.report_elapsed))
-                .collect(),
-        );
-        let scan_core = per_core(&|s| s.scan);
-        let replay_total = median(
-            rec.iter()
-                .map(|r| gibs(log_bytes, r.shards.iter().map(|s| s.replay).max().unwrap()))
-                .collect(),
-        );
-        let replay_core = per_core(&|s| s.replay);
-        let full_secs = median(rec.iter().map(|r| r.full.as_secs_f64()).collect());
-        let full_total = log_bytes as f64 / GIB / full_secs;
-        let full_core = per_core(&|s| s.scan + s.replay);
-        let start_wall = median(rec.iter().map(|r| r.start_wall.as_secs_f64()).collect());
-        let mrec = |secs: f64| log_records as f64 / secs / 1e6;
-        rows.push(format!(
-            "{tag} | recovery scan (Runtime::start)      | {:>7.3} s | {:>6.2} GiB/s | {:>6.2} GiB/s | {:>6.3} M rec/s |",
-            log_bytes as f64 / GIB / scan_total,
-            scan_total,
-            scan_core,
-            mrec(log_bytes as f64 / GIB / scan_total)
-        ));
-        rows.push(format!(
-            "{tag} | replay (ctx.replay, per core)       | {:>7.3} s | {:>6.2} GiB/s | {:>6.2} GiB/s | {:>6.3} M rec/s |",
-            log_bytes as f64 / GIB / replay_total,
-            replay_total,
-            replay_core,
-            mrec(log_bytes as f64 / GIB / replay_total)
-        ));
-        rows.push(format!(
-            "{tag} | full recovery (start + replay)      | {:>7.3} s | {:>6.2} GiB/s | {:>6.2} GiB/s | {:>6.3} M rec/s |",
-            full_secs,
-            full_total,
-            full_core,
-            mrec(full_secs)
-        ));
-        let mut direct_1m = 0.0;
-        for (name, v) in &raws {
+        let dma = RecoveryStats::of(&dma);
+        let std_stats = RecoveryStats::of(&std_runs);
+        rows.extend(dma.rows(tag, "DMA"));
+        rows.extend(std_stats.rows(tag, "std files"));
+        let mut raw_total = Vec::new();
+        for ((name, _), v) in raw_kinds.iter().zip(&raws) {
             let total = median(v.iter().map(|(b, d, _)| gibs(*b, *d)).collect());
             let core = median(
                 v.iter()
@@ -552,32 +646,22 @@ fn main() {
                     .collect(),
             );
             let secs = median(v.iter().map(|(_, d, _)| d.as_secs_f64()).collect());
-            if name.contains("1 MiB") {
-                direct_1m = total;
-            }
+            raw_total.push(total);
             rows.push(format!(
-                "{tag} | raw {name:<31} | {secs:>7.3} s | {total:>6.2} GiB/s | {core:>6.2} GiB/s | {:>14} | {:.2} GiB of files",
+                "{tag} | raw {name:<34} | {secs:>7.3} s | {total:>6.2} GiB/s | {core:>6.2} GiB/s | {:>11} | {:>14} | {:.2} GiB of files",
+                "",
                 "",
                 v[0].0 as f64 / GIB
             ));
         }
-        rows.push(format!(
-            "{tag} | (Runtime::start wall time {start_wall:.3} s; log {:.2} GiB of frames, {log_records} records)",
-            log_bytes as f64 / GIB
-        ));
-        summary.push((
-            cold,
-            scan_core,
-            replay_core,
-            full_total,
-            scan_total,
-            direct_1m,
-        ));
+        summary.push((cold, dma, std_stats, raw_total[1], raw_total[2]));
     }
+    let log_gib = summary[0].1.log_bytes as f64 / GIB;
+    let log_records = summary[0].1.log_records;
 
     // 4. Merged replay memory, whole log and its first eighth.
     let ends: Vec<u64> = {
-        let r = recovery_run(&dir);
+        let r = recovery_run(&dir, Backend::Dma);
         r.shards.iter().map(|s| s.records).collect()
     };
     let whole: Vec<(u64, u64)> = ends.iter().map(|&e| (0, e)).collect();
@@ -586,7 +670,12 @@ fn main() {
     let m_eighth = merged_rss(&dir, &eighth);
 
     println!(
-        "mode | what                                | time      | total        | per core     | records        |"
+        "recovered log: {log_gib:.2} GiB of frames, {log_records} records; medians of {runs} run(s); \
+         \"per core\" = a shard's bytes / its own wall time; \"per CPU-s\" = a shard's bytes / the CPU \
+         time of its thread (what a dedicated core would do, were it not waiting for the device)"
+    );
+    println!(
+        "mode | what                                   | time      | total        | per core     | per CPU-s   | records        |"
     );
     for r in &rows {
         println!("{r}");
@@ -605,21 +694,37 @@ fn main() {
         );
     }
     println!("targets:");
-    for (cold, scan_core, replay_core, full_total, _scan_total, direct) in &summary {
+    for (cold, dma, std_stats, direct_1m, direct_64m) in &summary {
         if *cold {
             println!(
-                "  cold: full recovery {full_total:.2} GiB/s = {:.0}% of O_DIRECT 1 MiB sequential read ({direct:.2} GiB/s) in this run \
-                 [target >= 60%]; scan alone {scan_core:.2} GiB/s per core",
-                100.0 * full_total / direct
+                "  cold: full recovery (DMA) {:.2} GiB/s = {:.0}% of raw O_DIRECT 1 MiB reads ({direct_1m:.2} GiB/s), \
+                 {:.0}% of O_DIRECT 64 MiB reads ({direct_64m:.2} GiB/s) [target >= 60%]; \
+                 the scan alone (one pass) {:.0}% of 64 MiB reads; with std files {:.2} GiB/s",
+                dma.gibs(dma.full_secs),
+                100.0 * dma.gibs(dma.full_secs) / direct_1m,
+                100.0 * dma.gibs(dma.full_secs) / direct_64m,
+                100.0 * dma.gibs(dma.scan_secs) / direct_64m,
+                std_stats.gibs(std_stats.full_secs),
             );
         } else {
             println!(
-                "  warm: scan {scan_core:.2} GiB/s per core, replay {replay_core:.2} GiB/s per core [target >= 1 GiB/s per core]"
+                "  warm: per core, DMA scan {:.2} / replay {:.2} GiB/s (per CPU-second {:.2} / {:.2}); \
+                 std files from the page cache: scan {:.2} / replay {:.2} GiB/s (per CPU-second {:.2} / {:.2}) \
+                 [target >= 1 GiB/s per core]",
+                dma.scan_core,
+                dma.replay_core,
+                dma.scan_cpu,
+                dma.replay_cpu,
+                std_stats.scan_core,
+                std_stats.replay_core,
+                std_stats.scan_cpu,
+                std_stats.replay_cpu
             );
         }
     }
     println!(
-        "  merged replay memory: +{:.0} MiB over the whole log vs +{:.0} MiB over 1/8 of it [target: independent of the log size]",
+        "  merged replay memory: +{:.0} MiB over the whole log vs +{:.0} MiB over 1/8 of it \
+         [target: independent of the log size]",
         (m_whole.peak_kib.saturating_sub(m_whole.base_kib)) as f64 / 1024.0,
         (m_eighth.peak_kib.saturating_sub(m_eighth.base_kib)) as f64 / 1024.0
     );
