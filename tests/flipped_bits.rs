@@ -89,9 +89,17 @@ impl Layout {
 }
 
 fn flip(path: &Path, bit: usize) {
-    let mut b = std::fs::read(path).expect("read");
-    b[bit / 8] ^= 1 << (bit % 8);
-    std::fs::write(path, &b).expect("write");
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .expect("open segment");
+    let mut byte = [0u8; 1];
+    f.read_exact_at(&mut byte, (bit / 8) as u64)
+        .expect("read byte");
+    byte[0] ^= 1 << (bit % 8);
+    f.write_all_at(&byte, (bit / 8) as u64).expect("write byte");
 }
 
 /// Flip `bit` of `path`, check that opening the log reports corruption at
