@@ -20,7 +20,7 @@ use shardwal::{
     Runtime, ShardContext, SourceOffset,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(30);
 
 /// Snapshot bytes the engines supplied, by (shard, checkpoint).
 type Snapshots = HashMap<(u32, u64), Vec<u8>>;
@@ -130,7 +130,7 @@ fn start(dir: &Path, shards: usize, keep: usize) -> (Runtime, mpsc::Receiver<Rep
 }
 
 fn shutdown(rt: Runtime) {
-    within(Duration::from_secs(30), "shutdown", move || rt.shutdown()).expect("clean shutdown");
+    within(Duration::from_secs(60), "shutdown", move || rt.shutdown()).expect("clean shutdown");
 }
 
 /// Run `epochs` epochs; every `every`-th is a checkpoint. Returns the

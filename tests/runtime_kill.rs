@@ -258,7 +258,7 @@ fn verify(dir: &Path, rep: &Reported) -> Vec<u64> {
             m.epoch
         );
     }
-    within(Duration::from_secs(30), "shutdown", move || rt.shutdown()).expect("clean shutdown");
+    within(Duration::from_secs(60), "shutdown", move || rt.shutdown()).expect("clean shutdown");
 
     let oldest = manifest_ids(dir)
         .first()

@@ -42,7 +42,7 @@ fn a_second_runtime_on_a_locked_directory_gets_locked() {
     }
     // The refused start did not disturb the first runtime.
     assert_eq!(c.advance_epoch().unwrap().wait().unwrap(), Epoch(2));
-    within(Duration::from_secs(30), "shutdown", move || {
+    within(Duration::from_secs(60), "shutdown", move || {
         first.shutdown()
     })
     .expect("shutdown");
@@ -50,7 +50,7 @@ fn a_second_runtime_on_a_locked_directory_gets_locked() {
     // Released on shutdown: the directory opens again, with its epochs.
     let again = start(dir.path()).expect("restart after the lock is released");
     assert!(again.coordinator().sealed_epoch() >= Epoch(2));
-    within(Duration::from_secs(30), "shutdown", move || {
+    within(Duration::from_secs(60), "shutdown", move || {
         again.shutdown()
     })
     .expect("shutdown");

@@ -19,7 +19,7 @@ use shardwal::{
     ShardConfig, ShardId, SimStorage,
 };
 
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(30);
 
 thread_local! {
     /// The storage of the shard running on this thread (each shard has its

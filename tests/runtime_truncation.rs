@@ -24,7 +24,7 @@ use shardwal::{
 const SHARDS: u32 = 2;
 /// Data records each shard appends right after each barrier.
 const PER_EPOCH: u64 = 120;
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(30);
 
 struct Shared {
     /// Data records appended per shard (the next data index).
@@ -90,7 +90,7 @@ fn start(dir: &Path, keep: usize, sh: &Arc<Shared>) -> Runtime {
 }
 
 fn shutdown(rt: Runtime) {
-    within(Duration::from_secs(30), "shutdown", move || rt.shutdown()).expect("clean shutdown");
+    within(Duration::from_secs(60), "shutdown", move || rt.shutdown()).expect("clean shutdown");
 }
 
 /// The oldest manifest on disk.
