@@ -11,6 +11,32 @@ use crate::io::{IoBuf, Storage, StorageFile};
 /// Name of the log id file.
 pub const LOG_ID_FILE: &str = "LOG_ID";
 
+/// Read the log id of `dir` without creating anything: an error if `dir`
+/// holds no log.
+pub async fn load<S: Storage>(storage: &S, dir: &Path) -> Result<[u8; 16]> {
+    let path = dir.join(LOG_ID_FILE);
+    let f = storage.open(&path, false).await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::NotALog {
+                path: dir.to_path_buf(),
+                detail: format!("no {LOG_ID_FILE} file"),
+            }
+        } else {
+            Error::io("open", &path, e)
+        }
+    })?;
+    let bytes = f
+        .read_at(0, BLOCK)
+        .await
+        .map_err(|e| Error::io("read", &path, e))?;
+    let _ = f.close().await;
+    let used = bytes.get(..log_id::LOG_ID_LEN).unwrap_or(&bytes);
+    log_id::decode(used).map_err(|detail| Error::NotALog {
+        path: path.clone(),
+        detail,
+    })
+}
+
 /// Read the log id of `dir`, creating the directory and a fresh id if the
 /// directory holds none. Creation is atomic: temp file, fdatasync, rename,
 /// directory fsync.

@@ -68,7 +68,7 @@ impl<S: Storage> ShardReader<S> {
         from: Seq,
         until: Seq,
     ) -> Result<Self> {
-        let log_id = crate::log_dir::load_or_init(&storage, log_dir).await?;
+        let log_id = crate::log_dir::load(&storage, log_dir).await?;
         let dir = shard_dir(log_dir, shard);
         let names = storage
             .list(&dir)
