@@ -55,7 +55,7 @@ enum Layout {
 fn config(layout: Layout) -> ShardConfig {
     ShardConfig {
         segment_size: match layout {
-            Layout::OneSegment => 16 << 10,
+            Layout::OneSegment => 64 << 10,
             Layout::FreshSegment => 8 << 10,
         },
         buffer_size: 4 << 10,
@@ -167,13 +167,22 @@ struct Found {
 }
 
 /// Open the cut log, report what recovery found, and if it opened, append
-/// the next record and close.
-async fn session_after_cut<S: Storage>(storage: S, dir: &Path, layout: Layout, at: usize) -> Found {
-    {
+/// the next record and close. One executor per session, like one process:
+/// `close` does not wait for the shard's segment-preparation task (see
+/// tests/close_quiesces_io.rs), and two sessions on one executor would race
+/// on the directory.
+fn session_after_cut<S: Storage + Send + Copy>(
+    storage: S,
+    dir: &Path,
+    layout: Layout,
+    at: usize,
+) -> Found {
+    let dir = dir.to_path_buf();
+    run("cut-session", move || async move {
         let opened = within(
             LIMIT,
             &format!("cut at {at}: reopen after the cut"),
-            ShardLog::open(storage, dir, SHARD, config(layout)),
+            ShardLog::open(storage, &dir, SHARD, config(layout)),
         )
         .await;
         let log = match opened {
@@ -213,21 +222,22 @@ async fn session_after_cut<S: Storage>(storage: S, dir: &Path, layout: Layout, a
                 torn: r.torn.map(|t| (t.path, t.offset)),
             }),
         }
-    }
+    })
 }
 
 /// Reopen after the session that wrote past the cut; return every record.
-async fn session_reopen<S: Storage>(
+fn session_reopen<S: Storage + Send + Copy>(
     storage: S,
     dir: &Path,
     layout: Layout,
     at: usize,
 ) -> Vec<common::Owned> {
-    {
+    let dir = dir.to_path_buf();
+    run("reopen-session", move || async move {
         let log = within(
             LIMIT,
             &format!("cut at {at}: second reopen"),
-            ShardLog::open(storage.clone(), dir, SHARD, config(layout)),
+            ShardLog::open(storage, &dir, SHARD, config(layout)),
         )
         .await
         .unwrap_or_else(|e| panic!("cut at {at}: second reopen failed: {e}"));
@@ -239,22 +249,15 @@ async fn session_reopen<S: Storage>(
         within(LIMIT, &format!("cut at {at}: second close"), log.close())
             .await
             .expect("close");
-        let recs = read_all(storage, dir, SHARD, 0).await;
+        let recs = read_all(storage, &dir, SHARD, 0).await;
         assert_eq!(recs.len() as u64, records);
         recs
-    }
+    })
 }
 
 /// Cut a copy of the original log at every offset in `offsets` and check
 /// recovery and continued writing.
-///
-/// Every session works in a directory of its own, and no directory is
-/// removed before the executor is gone: `close` does not wait for the
-/// shard's segment-preparation task (see tests/close_quiesces_io.rs), which
-/// goes on creating the next segment after it. Reopening the same directory
-/// at once would race with it (recovery removes the file that task is
-/// opening, and glommio panics), so the second session reopens a copy.
-async fn cut_and_recover<S: Storage>(
+fn cut_and_recover<S: Storage + Send + Copy>(
     storage: S,
     original: &Path,
     scratch: &Path,
@@ -293,7 +296,7 @@ async fn cut_and_recover<S: Storage>(
                 std::fs::write(&last, &b).expect("rewrite segment");
             }
         }
-        let found = session_after_cut(storage.clone(), &dir, layout, at).await;
+        let found = session_after_cut(storage, &dir, layout, at);
         let mut want = match expected(&last, &bytes, &frames, before, at, cut) {
             Ok(want) => want,
             Err(path) => {
@@ -303,6 +306,7 @@ async fn cut_and_recover<S: Storage>(
                     "cut at {at}: a partly zeroed header is reported as corruption"
                 );
                 damaged_headers += 1;
+                std::fs::remove_dir_all(&dir).expect("remove scratch copy");
                 continue;
             }
         };
@@ -329,9 +333,7 @@ async fn cut_and_recover<S: Storage>(
 
         // What was written after the cut is kept by the next recovery.
         let next = want.records;
-        let again = scratch.join(format!("cut-{at}-reopened"));
-        copy_dir(&dir, &again);
-        let recs = session_reopen(storage.clone(), &again, layout, at).await;
+        let recs = session_reopen(storage, &dir, layout, at);
         assert_eq!(
             recs.len() as u64,
             next + 2,
@@ -349,6 +351,7 @@ async fn cut_and_recover<S: Storage>(
         } else {
             assert_eq!(closes, vec![next + 1], "cut at {at}");
         }
+        std::fs::remove_dir_all(&dir).expect("remove scratch copy");
     }
     assert!(
         torn_seen > offsets.len() / 2,
@@ -394,8 +397,6 @@ fn scenario<S: Storage + Send + Copy>(
     let base = tmp.path().to_path_buf();
     let original = base.join("original");
     let dir = original.clone();
-    // On an executor of its own, so that nothing touches the original
-    // directory once it has ended.
     run(name, move || async move {
         write_original(storage, &dir, layout).await;
     });
@@ -404,9 +405,7 @@ fn scenario<S: Storage + Send + Copy>(
         Layout::OneSegment => assert_eq!(segs.len(), 1),
         Layout::FreshSegment => assert!(segs.len() >= 2),
     }
-    run(name, move || async move {
-        cut_and_recover(storage, &original, &base, layout, cut, offsets).await;
-    });
+    cut_and_recover(storage, &original, &base, layout, cut, offsets);
 }
 #[test]
 fn truncating_the_tail_at_every_byte_keeps_exactly_the_whole_records() {
