@@ -17,6 +17,29 @@ use shardwal::io::sim::SplitMix;
 use shardwal::segment::{parse_segment_name, shard_dir};
 use shardwal::{RecordKind, Seq, ShardId, ShardReader, Storage};
 
+/// Raise the soft limit on open files to the hard limit, once per test
+/// process. Every glommio executor leaks an eventfd when it ends (glommio
+/// 0.9), and shard tasks still running when their executor ends keep their
+/// segment files open, so a test that starts thousands of executors needs
+/// more than the usual soft limit of 1024.
+fn raise_open_files_limit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write `lim`, a valid
+        // rlimit owned by this frame.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+                lim.rlim_cur = lim.rlim_max;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
+        }
+    });
+}
+
 /// Run `body` on a fresh glommio executor (unbound, 2 MiB of I/O memory) and
 /// return its result. Panics inside the body fail the test.
 pub fn run<G, F, T>(name: &str, body: G) -> T
@@ -25,6 +48,7 @@ where
     F: Future<Output = T> + 'static,
     T: Send + 'static,
 {
+    raise_open_files_limit();
     LocalExecutorBuilder::new(Placement::Unbound)
         .io_memory(2 << 20)
         .name(name)
