@@ -25,14 +25,19 @@ pub async fn load<S: Storage>(storage: &S, dir: &Path) -> Result<[u8; 16]> {
             Error::io("open", &path, e)
         }
     })?;
+    read_id(f, &path).await
+}
+
+/// Read and decode an open `LOG_ID` file.
+async fn read_id<F: StorageFile>(f: F, path: &Path) -> Result<[u8; 16]> {
     let bytes = f
         .read_at(0, BLOCK)
         .await
-        .map_err(|e| Error::io("read", &path, e))?;
+        .map_err(|e| Error::io("read", path, e))?;
     let _ = f.close().await;
     let used = bytes.get(..log_id::LOG_ID_LEN).unwrap_or(&bytes);
     log_id::decode(used).map_err(|detail| Error::NotALog {
-        path: path.clone(),
+        path: path.to_path_buf(),
         detail,
     })
 }
@@ -47,18 +52,7 @@ pub async fn load_or_init<S: Storage>(storage: &S, dir: &Path) -> Result<[u8; 16
         .map_err(|e| Error::io("create directory", dir, e))?;
     let path = dir.join(LOG_ID_FILE);
     match storage.open(&path, false).await {
-        Ok(f) => {
-            let bytes = f
-                .read_at(0, BLOCK)
-                .await
-                .map_err(|e| Error::io("read", &path, e))?;
-            let _ = f.close().await;
-            let used = bytes.get(..log_id::LOG_ID_LEN).unwrap_or(&bytes);
-            log_id::decode(used).map_err(|detail| Error::NotALog {
-                path: path.clone(),
-                detail,
-            })
-        }
+        Ok(f) => read_id(f, &path).await,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = log_id::random();
             let tmp = dir.join(format!("{LOG_ID_FILE}.tmp"));

@@ -147,20 +147,36 @@ pub(crate) async fn scan<S: Storage>(
         .map_err(|e| Error::io("list", dir, e))?;
     let mut segs = segments_in(&names);
     let max_index = segs.last().map(|(i, _)| *i);
-    let mut skipped: Vec<(u64, String)> = Vec::new();
+    // Segments before the replay position, as (index, first seq, path).
+    let mut skipped: Vec<(u64, u64, PathBuf)> = Vec::new();
     if let Some(from) = from_seq {
         // Skip leading segments whose successor starts at or before `from`.
-        let mut skip = 0;
-        while skip + 1 < segs.len() {
-            let head = read_head(storage, &dir.join(&segs[skip + 1].1)).await?;
-            match crate::format::segment_header::SegmentHeader::decode(&head) {
-                Ok(h) if h.first_seq <= from && h.log_id == exp.log_id && h.shard == exp.shard => {
-                    skip += 1
-                }
+        // The successor's header read here also gives the first seq of the
+        // next skipped segment, so each header is read once.
+        let first_of = |head: &[u8]| {
+            crate::format::segment_header::SegmentHeader::decode(head)
+                .ok()
+                .filter(|h| h.log_id == exp.log_id && h.shard == exp.shard)
+                .map(|h| h.first_seq)
+        };
+        let mut firsts = Vec::new();
+        while firsts.len() + 1 < segs.len() {
+            let head = read_head(storage, &dir.join(&segs[firsts.len() + 1].1)).await?;
+            match first_of(&head) {
+                Some(f) if f <= from => firsts.push(f),
                 _ => break,
             }
         }
-        skipped = segs.drain(..skip).collect();
+        if !firsts.is_empty() {
+            let head = read_head(storage, &dir.join(&segs[0].1)).await?;
+            let first0 = first_of(&head).unwrap_or(0);
+            let starts = std::iter::once(first0).chain(firsts.iter().copied());
+            skipped = segs
+                .drain(..firsts.len())
+                .zip(starts)
+                .map(|((index, name), first)| (index, first, dir.join(name)))
+                .collect();
+        }
     }
     let mut scanner = Scanner::new(exp);
     let mut outcome: Option<ScanOutcome> = None;
@@ -202,18 +218,9 @@ pub(crate) async fn scan<S: Storage>(
         Some(o) => o,
         None => scanner.finish(),
     };
-    let mut skipped_info = Vec::with_capacity(skipped.len());
-    for (index, name) in skipped {
-        let path = dir.join(&name);
-        let head = read_head(storage, &path).await?;
-        let first = crate::format::segment_header::SegmentHeader::decode(&head)
-            .map(|h| h.first_seq)
-            .unwrap_or(0);
-        skipped_info.push((index, first, path));
-    }
     Ok(Scanned {
         outcome,
-        skipped: skipped_info,
+        skipped,
         max_index,
         started,
     })
