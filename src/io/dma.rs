@@ -137,6 +137,49 @@ impl StorageFile for DmaSegmentFile {
         Ok(b)
     }
 
+    /// `pread(2)` on a duplicate of the `O_DIRECT` descriptor, run on the
+    /// executor's blocking thread: the caller polls the future once to start
+    /// it and goes on working (checking the previous chunk) while the device
+    /// reads. The duplicate keeps the file open even if this handle is
+    /// closed first; the buffer is shared with the thread through a slot, so
+    /// dropping the future before the read ends neither frees memory the
+    /// thread writes nor leaks it.
+    fn read_into(
+        self: Rc<Self>,
+        pos: u64,
+        buf: AlignedBuf,
+        at: usize,
+        len: usize,
+    ) -> impl std::future::Future<Output = io::Result<(AlignedBuf, usize)>> + 'static {
+        let fd = self.file.as_raw_fd();
+        // SAFETY: `fd` is open for the duration of this call, as `self.file`
+        // is borrowed; the duplicate is owned by the returned `OwnedFd`.
+        let dup = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned();
+        async move {
+            let file = std::fs::File::from(dup?);
+            if buf.len() < at + len {
+                return Err(io::Error::other("read_into: buffer too small"));
+            }
+            let slot = std::sync::Arc::new(std::sync::Mutex::new(Some(buf)));
+            let shared = slot.clone();
+            let n = glommio::executor()
+                .spawn_blocking(move || {
+                    let mut g = shared.lock().unwrap_or_else(|e| e.into_inner());
+                    match g.as_mut() {
+                        Some(b) => super::std_fs::pread_full(&file, &mut b[at..at + len], pos),
+                        None => Err(io::Error::other("read_into: buffer gone")),
+                    }
+                })
+                .await?;
+            let buf = slot
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .ok_or_else(|| io::Error::other("read_into: buffer gone"))?;
+            Ok((buf, n))
+        }
+    }
+
     async fn sync_data(&self) -> io::Result<()> {
         self.file.fdatasync().await.map_err(to_io)
     }

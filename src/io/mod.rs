@@ -20,6 +20,7 @@ pub mod dma;
 pub mod sim;
 pub mod std_fs;
 
+use std::future::Future;
 use std::io;
 use std::ops::Deref;
 use std::path::Path;
@@ -72,6 +73,34 @@ pub trait StorageFile: 'static {
     async fn write_at(&self, buf: Rc<Self::Buf>, pos: u64) -> io::Result<usize>;
     /// Read up to `len` bytes at the block-aligned `pos`; short at end of file.
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Self::ReadBuf>;
+    /// Read up to `len` bytes at the block-aligned `pos` into
+    /// `buf[at..at + len]` (`at` and `len` multiples of the block size,
+    /// `at + len <= buf.len()`); returns the buffer and the bytes read, short
+    /// only at end of file. The future owns what it uses, so a caller can
+    /// start it (poll it once) and work while it is in flight: `DmaStorage`
+    /// reads on the executor's blocking thread. The default reads with
+    /// [`StorageFile::read_at`] and copies.
+    fn read_into(
+        self: Rc<Self>,
+        pos: u64,
+        buf: AlignedBuf,
+        at: usize,
+        len: usize,
+    ) -> impl Future<Output = io::Result<(AlignedBuf, usize)>> + 'static
+    where
+        Self: Sized,
+    {
+        async move {
+            let mut buf = buf;
+            let got = self.read_at(pos, len).await?;
+            let n = got.len().min(len);
+            let dst = buf
+                .get_mut(at..at + n)
+                .ok_or_else(|| io::Error::other("read_into: buffer too small"))?;
+            dst.copy_from_slice(&got[..n]);
+            Ok((buf, n))
+        }
+    }
     /// Make every completed write durable (fdatasync).
     async fn sync_data(&self) -> io::Result<()>;
     /// Current file size.

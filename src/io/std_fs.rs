@@ -29,6 +29,28 @@ pub(crate) fn list_dir(dir: &Path) -> io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Read `dst.len()` bytes at `pos`, or up to the end of the file: `pread(2)`
+/// until done, retrying interrupted calls. On an `O_DIRECT` descriptor (block
+/// aligned `dst` and `pos`) a read that ends off a block boundary is the end
+/// of the file, so it stops there.
+pub(crate) fn pread_full(file: &File, dst: &mut [u8], pos: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < dst.len() {
+        match file.read_at(&mut dst[got..], pos + got as u64) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n;
+                if !got.is_multiple_of(crate::format::BLOCK) {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 /// fsync a directory so its entries are durable.
 pub(crate) fn sync_dir_blocking(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -98,6 +120,22 @@ impl StorageFile for StdFile {
         }
         b.set_len(got);
         Ok(b)
+    }
+
+    /// A blocking `pread(2)` straight into `buf`, done when called.
+    fn read_into(
+        self: Rc<Self>,
+        pos: u64,
+        buf: AlignedBuf,
+        at: usize,
+        len: usize,
+    ) -> impl std::future::Future<Output = io::Result<(AlignedBuf, usize)>> + 'static {
+        let mut buf = buf;
+        let r = match buf.get_mut(at..at + len) {
+            Some(dst) => pread_full(&self.file, dst, pos).map(|n| (buf, n)),
+            None => Err(io::Error::other("read_into: buffer too small")),
+        };
+        std::future::ready(r)
     }
 
     async fn sync_data(&self) -> io::Result<()> {
