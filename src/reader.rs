@@ -1,19 +1,24 @@
 //! Reading a shard's records in order from a given sequence number.
 //!
-//! The reader loads one segment at a time into a block-aligned buffer;
-//! payloads are borrowed slices of it, 8-byte aligned, so rkyv archives can
-//! be accessed in place. Memory is bounded by one segment.
+//! The reader reads the segments in block-aligned chunks, with the next
+//! chunk's read in flight while the current one is decoded (see
+//! `recovery::chunks`), and stops reading a segment at its end marker.
+//! Payloads are borrowed slices of the chunk buffer, 8-byte aligned, so rkyv
+//! archives can be accessed in place. Memory is bounded by a few chunks and
+//! the largest record, not by the segment or the log.
 
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::frame::{Decoded, RecordKind, decode_at};
+use crate::format::BLOCK;
+use crate::format::frame::{Decoded, FRAME_HEADER, RecordKind, decode_at};
 use crate::format::seed::SegmentSeed;
 use crate::format::segment_header::{HeaderError, RECORDS_START, SegmentHeader};
 use crate::ids::{Epoch, Lsn, Seq, ShardId};
-use crate::io::{Storage, StorageFile};
-use crate::recovery::shard::{read_all, read_head};
+use crate::io::Storage;
+use crate::recovery::chunks::ChunkStream;
+use crate::recovery::shard::read_head;
+use crate::recovery::window::{Window, frame_need, view};
 use crate::segment::{segments_in, shard_dir};
 
 /// One record, borrowed from the reader's segment buffer.
@@ -27,10 +32,11 @@ pub struct Record<'a> {
     pub payload: &'a [u8],
 }
 
-struct Loaded<B> {
-    bytes: B,
+/// The segment being read.
+struct Loaded {
     seed: SegmentSeed,
-    limit: usize,
+    /// The segment size from its header: frames end before it.
+    limit: u64,
     path: PathBuf,
     last: bool,
 }
@@ -42,13 +48,18 @@ pub struct ShardReader<S: Storage> {
     shard: ShardId,
     log_id: [u8; 16],
     segments: Vec<(u64, String)>,
+    /// Index into `segments` of the first segment read.
+    start: usize,
     next_segment: usize,
-    cur: Option<Loaded<<S::File as StorageFile>::ReadBuf>>,
-    pos: usize,
+    /// Reads `segments[start..]`, created at the first read.
+    stream: Option<ChunkStream<S>>,
+    cur: Option<Loaded>,
+    pos: u64,
     expected: Option<u64>,
     from: u64,
     until: u64,
-    peeked: Option<(Lsn, RecordKind, Range<usize>)>,
+    /// A decoded record not yet returned; its payload as (file offset, length).
+    peeked: Option<(Lsn, RecordKind, (u64, usize))>,
 }
 
 impl<S: Storage> ShardReader<S> {
@@ -90,7 +101,9 @@ impl<S: Storage> ShardReader<S> {
             shard,
             log_id,
             segments,
+            start,
             next_segment: start,
+            stream: None,
             cur: None,
             pos: 0,
             expected: None,
@@ -114,10 +127,23 @@ impl<S: Storage> ShardReader<S> {
             return Ok(false);
         };
         let last = self.next_segment + 1 == self.segments.len();
+        let k = self.next_segment - self.start;
         self.next_segment += 1;
         let path = self.dir.join(&name);
-        let bytes = read_all(&self.storage, &path).await?;
-        let h = match SegmentHeader::decode(&bytes) {
+        let stream = match &mut self.stream {
+            Some(s) => s,
+            None => {
+                let paths = self.segments[self.start..]
+                    .iter()
+                    .map(|(_, n)| self.dir.join(n))
+                    .collect();
+                self.stream
+                    .insert(ChunkStream::new(self.storage.clone(), paths))
+            }
+        };
+        stream.start_file(k).await?;
+        let head = stream.at(0, BLOCK).await?;
+        let h = match SegmentHeader::decode(&head[..head.len().min(BLOCK)]) {
             Ok(h) => h,
             // A blank header is a segment that was created (or prepared)
             // but never written: the log ends before it. Recovery has
@@ -140,17 +166,13 @@ impl<S: Storage> ShardReader<S> {
                 format!("segment starts at seq {}, expected {e}", h.first_seq),
             ));
         }
-        let limit = bytes
-            .len()
-            .min(usize::try_from(h.segment_size).unwrap_or(usize::MAX));
         self.cur = Some(Loaded {
-            bytes,
             seed: h.seed(),
-            limit,
+            limit: h.segment_size,
             path,
             last,
         });
-        self.pos = RECORDS_START;
+        self.pos = RECORDS_START as u64;
         Ok(true)
     }
 
@@ -160,14 +182,14 @@ impl<S: Storage> ShardReader<S> {
             Some(p) => Some(p),
             None => self.advance().await?,
         };
-        let Some((lsn, kind, range)) = next else {
+        let Some((lsn, kind, (at, len))) = next else {
             return Ok(None);
         };
-        let cur = self.cur.as_ref().expect("segment loaded");
+        let stream = self.stream.as_ref().expect("segment loaded");
         Ok(Some(Record {
             lsn,
             kind,
-            payload: &cur.bytes[range],
+            payload: stream.held(at, len),
         }))
     }
 
@@ -179,33 +201,39 @@ impl<S: Storage> ShardReader<S> {
         Ok(self.peeked.as_ref().map(|p| p.0))
     }
 
-    async fn advance(&mut self) -> Result<Option<(Lsn, RecordKind, Range<usize>)>> {
-        let (lsn, kind, range): (Lsn, RecordKind, Range<usize>) = loop {
+    async fn advance(&mut self) -> Result<Option<(Lsn, RecordKind, (u64, usize))>> {
+        loop {
             if self.expected.is_some_and(|e| e >= self.until) {
                 return Ok(None);
             }
-            let Some(cur) = &self.cur else {
+            let (Some(cur), Some(stream)) = (&self.cur, &mut self.stream) else {
                 if !self.load_next().await? {
                     return Ok(None);
                 }
                 continue;
             };
-            let buf = &cur.bytes[..cur.limit];
-            match decode_at(buf, self.pos, cur.seed, crate::format::MAX_RECORD_HARD) {
+            let (seed, limit, pos) = (cur.seed, cur.limit, self.pos);
+            let max = crate::format::MAX_RECORD_HARD;
+            let need = frame_need(view(stream, pos, FRAME_HEADER, limit).await?, max);
+            let v = view(stream, pos, need, limit).await?;
+            match decode_at(v, 0, seed, max) {
                 Decoded::Frame(f) => {
                     let seq = f.meta.seq;
                     if let Some(e) = self.expected
                         && e != seq
                     {
-                        let (p, at) = (cur.path.clone(), self.pos);
-                        return Err(self.corrupt(&p, at, format!("expected seq {e}, found {seq}")));
+                        let p = cur.path.clone();
+                        return Err(self.corrupt(
+                            &p,
+                            pos as usize,
+                            format!("expected seq {e}, found {seq}"),
+                        ));
                     }
                     self.expected = Some(seq + 1);
-                    let start = self.pos + crate::format::frame::FRAME_HEADER;
-                    let range = start..start + f.payload.len();
+                    let payload = (pos + FRAME_HEADER as u64, f.payload.len());
                     let kind = f.meta.kind;
                     let epoch = f.meta.epoch;
-                    self.pos += f.len;
+                    self.pos += f.len as u64;
                     if seq < self.from {
                         continue;
                     }
@@ -213,16 +241,14 @@ impl<S: Storage> ShardReader<S> {
                         self.expected = Some(seq);
                         return Ok(None);
                     }
-                    break (
-                        Lsn {
-                            shard: self.shard,
-                            epoch: Epoch(epoch),
-                            seq: Seq(seq),
-                        },
-                        kind,
-                        range,
-                    );
+                    let lsn = Lsn {
+                        shard: self.shard,
+                        epoch: Epoch(epoch),
+                        seq: Seq(seq),
+                    };
+                    return Ok(Some((lsn, kind, payload)));
                 }
+                // The end marker: the rest of the segment is not read.
                 Decoded::End => self.cur = None,
                 Decoded::Invalid(d) => {
                     if cur.last {
@@ -231,12 +257,11 @@ impl<S: Storage> ShardReader<S> {
                         self.next_segment = self.segments.len();
                         return Ok(None);
                     }
-                    let (p, at) = (cur.path.clone(), self.pos);
-                    return Err(self.corrupt(&p, at, d));
+                    let p = cur.path.clone();
+                    return Err(self.corrupt(&p, pos as usize, d));
                 }
             }
-        };
-        Ok(Some((lsn, kind, range)))
+        }
     }
 }
 

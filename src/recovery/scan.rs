@@ -35,11 +35,12 @@
 //! refuses instead. A well-formed header of another log or shard is not
 //! damage: it is stale, and handled like any bytes past the tail.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::format::frame::{Decoded, decode_at};
+use super::window::{SliceWindow, Window, first_nonzero, frame_need, ready, view};
+use crate::format::frame::{Decoded, FRAME_HEADER, decode_at};
 use crate::format::segment_header::{HEADER_USED, HeaderError, RECORDS_START, SegmentHeader};
-use crate::format::{FRAME_ALIGN, align_up, frame::RecordKind};
+use crate::format::{BLOCK, FRAME_ALIGN, align_up, frame::RecordKind};
 
 /// The bytes of one segment file, as read from disk.
 pub struct SegmentBytes<'a> {
@@ -125,8 +126,8 @@ pub struct Expect {
     pub max_payload: usize,
 }
 
-fn check_header(seg: &SegmentBytes<'_>, exp: &Expect) -> Result<SegmentHeader, HeaderError> {
-    let h = SegmentHeader::decode(seg.bytes)?;
+fn check_header(head: &[u8], index: u64, exp: &Expect) -> Result<SegmentHeader, HeaderError> {
+    let h = SegmentHeader::decode(head)?;
     if h.log_id != exp.log_id {
         return Err(HeaderError::Invalid(
             "segment belongs to another log".into(),
@@ -138,24 +139,20 @@ fn check_header(seg: &SegmentBytes<'_>, exp: &Expect) -> Result<SegmentHeader, H
             h.shard, exp.shard
         )));
     }
-    if h.index != seg.index {
+    if h.index != index {
         return Err(HeaderError::Invalid(format!(
             "header index {} does not match file name index {}",
-            h.index, seg.index
+            h.index, index
         )));
     }
     Ok(h)
 }
 
-fn limit(seg: &SegmentBytes<'_>, h: &SegmentHeader) -> usize {
-    seg.bytes
-        .len()
-        .min(usize::try_from(h.segment_size).unwrap_or(usize::MAX))
-}
-
-fn data_end(bytes: &[u8]) -> u64 {
-    let last = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    align_up(last, crate::format::BLOCK) as u64
+/// The header block of a segment, from the first bytes the window holds:
+/// everything a header decoder looks at, and no more.
+async fn head_of<W: Window>(win: &mut W) -> Result<&[u8], W::Error> {
+    let head = win.at(0, BLOCK).await?;
+    Ok(&head[..head.len().min(BLOCK)])
 }
 
 /// Where and why the scan stopped before the end of the files.
@@ -175,20 +172,21 @@ pub struct Stop {
     dropped: Vec<PathBuf>,
 }
 
-/// Why the header of `bytes` is damaged (see the module docs), if it is.
-fn damaged_header(bytes: &[u8]) -> Option<String> {
-    if bytes.len() < HEADER_USED {
+/// Why the header `head` (a segment's first block) is damaged (see the
+/// module docs), if it is.
+fn damaged_header(head: &[u8]) -> Option<String> {
+    if head.len() < HEADER_USED {
         // A file cut short: treated like any other cut.
         return None;
     }
-    match SegmentHeader::decode(bytes) {
+    match SegmentHeader::decode(head) {
         Err(HeaderError::Invalid(d)) => Some(d),
         Ok(_) | Err(HeaderError::Blank) => None,
     }
 }
 
 /// Streaming scanner: feed it segments in index order; it holds at most the
-/// segment being fed, so memory does not grow with the log.
+/// window of the segment being fed, so memory does not grow with the log.
 pub struct Scanner {
     exp: Expect,
     out: ScanOutcome,
@@ -213,40 +211,70 @@ impl Scanner {
         }
     }
 
-    /// Scan one segment. `next_header` is the first block of the next
-    /// segment file, if there is one. Returns `Some(stop)` when the log does
-    /// not continue past this segment as written: then feed every later
-    /// segment to [`Stop::consider_later`] and call [`Scanner::decide`].
-    /// `on_frame` sees every valid frame in order, with its segment index
-    /// and byte offset.
+    /// Scan one segment held in memory. `next_header` is the first block of
+    /// the next segment file, if there is one. Returns `Some(stop)` when the
+    /// log does not continue past this segment as written: then feed every
+    /// later segment to [`Stop::consider_later`] and call
+    /// [`Scanner::decide`]. `on_frame` sees every valid frame in order, with
+    /// its segment index and byte offset.
     pub fn feed(
         &mut self,
         seg: &SegmentBytes<'_>,
         next_header: Option<&[u8]>,
-        mut on_frame: impl FnMut(&crate::format::frame::Frame<'_>, u64, usize),
+        on_frame: impl FnMut(&crate::format::frame::Frame<'_>, u64, usize),
     ) -> Option<Stop> {
+        ready(self.feed_window(
+            seg.index,
+            &seg.path,
+            &mut SliceWindow::new(seg.bytes),
+            next_header,
+            on_frame,
+        ))
+    }
+
+    /// [`Scanner::feed`] over a segment read through `win`, which is read
+    /// once, front to back, to the end of the file.
+    pub async fn feed_window<W: Window>(
+        &mut self,
+        index: u64,
+        path: &Path,
+        win: &mut W,
+        next_header: Option<&[u8]>,
+        mut on_frame: impl FnMut(&crate::format::frame::Frame<'_>, u64, usize),
+    ) -> Result<Option<Stop>, W::Error> {
         let exp = self.exp;
-        let (p, detail) = match check_header(seg, &exp) {
-            Err(HeaderError::Blank) => (0, "blank segment header".to_string()),
-            Err(HeaderError::Invalid(d)) => (0, d),
-            Ok(h) if self.expected.is_some_and(|e| e != h.first_seq) => (
+        let head = head_of(win).await?;
+        let damaged = damaged_header(head);
+        let header = check_header(head, index, &exp);
+        let (p, detail, vouch, last_nonzero) = match header {
+            Err(HeaderError::Blank) => (
                 0,
-                format!(
+                "blank segment header".to_string(),
+                0,
+                win.finish().await?,
+            ),
+            Err(HeaderError::Invalid(d)) => (0, d, 0, win.finish().await?),
+            Ok(h) if self.expected.is_some_and(|e| e != h.first_seq) => {
+                let detail = format!(
                     "segment starts at seq {} but seq {} was expected",
                     h.first_seq,
                     self.expected.unwrap_or(0)
-                ),
-            ),
+                );
+                let (vouch, _) = vouch_scan(win, 0, &h, &exp).await?;
+                (0, detail, vouch, win.finish().await?)
+            }
             Ok(h) => {
                 let seed = h.seed();
-                let lim = limit(seg, &h);
-                let buf = &seg.bytes[..lim];
+                let lim = h.segment_size;
                 let mut e = h.first_seq;
-                let mut pos = RECORDS_START;
+                let mut pos = RECORDS_START as u64;
                 let mut records = 0;
                 let mut epoch = self.out.next_epoch.unwrap_or(0).max(h.first_epoch);
                 let why = loop {
-                    match decode_at(buf, pos, seed, exp.max_payload) {
+                    let need =
+                        frame_need(view(win, pos, FRAME_HEADER, lim).await?, exp.max_payload);
+                    let v = view(win, pos, need, lim).await?;
+                    match decode_at(v, 0, seed, exp.max_payload) {
                         Decoded::Frame(f) if f.meta.seq == e && f.meta.epoch < epoch => {
                             break Some(format!(
                                 "epoch went backwards: seq {e} has epoch {} after epoch {epoch}",
@@ -254,11 +282,11 @@ impl Scanner {
                             ));
                         }
                         Decoded::Frame(f) if f.meta.seq == e => {
-                            on_frame(&f, seg.index, pos);
+                            on_frame(&f, index, pos as usize);
                             e += 1;
                             records += 1;
                             self.out.bytes += f.len as u64;
-                            pos += f.len;
+                            pos += f.len as u64;
                             epoch = if f.meta.kind == RecordKind::Barrier {
                                 f.meta.epoch + 1
                             } else {
@@ -275,12 +303,17 @@ impl Scanner {
                         Decoded::Invalid(d) => break Some(d),
                     }
                 };
+                // Every aligned offset after the stop, for vouching; this
+                // also tells whether anything non-zero follows the frames
+                // before the end of the segment's records.
+                let (vouch, nonzero_after) = vouch_scan(win, pos, &h, &exp).await?;
+                let last_nonzero = win.finish().await?;
                 self.out.kept.push(ScannedSegment {
-                    index: seg.index,
-                    path: seg.path.clone(),
+                    index,
+                    path: path.to_path_buf(),
                     header: h,
-                    valid_end: pos as u64,
-                    data_end: data_end(seg.bytes),
+                    valid_end: pos,
+                    data_end: align_up(last_nonzero as usize, BLOCK) as u64,
                     next_seq: e,
                     records,
                 });
@@ -288,16 +321,19 @@ impl Scanner {
                 self.out.next_seq = e;
                 self.out.next_epoch = Some(epoch);
                 self.expected = Some(e);
+                let p = pos as usize;
                 match why {
                     // Zeros, but non-zero bytes further on in this segment:
                     // the frame header here was lost (a write that never
                     // landed, or damage). Decided by vouching, like any stop.
-                    None if buf
-                        .get(pos..)
-                        .is_some_and(|rest| rest.iter().any(|&b| b != 0)) =>
-                    {
-                        (pos, "zeroed frame header followed by data".to_string())
-                    }
+                    // (`decode_at` found zeros in `pos..pos + 40`, so the
+                    // vouching walk from `pos + 8` saw every byte after them.)
+                    None if nonzero_after => (
+                        p,
+                        "zeroed frame header followed by data".to_string(),
+                        vouch,
+                        last_nonzero,
+                    ),
                     None => {
                         // Zeros: a clean end, or the log goes on in the next
                         // segment. If the next segment is ours but starts at
@@ -313,39 +349,37 @@ impl Scanner {
                             })
                         });
                         if !next_disagrees {
-                            return None;
+                            return Ok(None);
                         }
                         (
-                            pos,
+                            p,
                             "the next segment does not continue this one".to_string(),
+                            vouch,
+                            last_nonzero,
                         )
                     }
-                    Some(d) => (pos, d),
+                    Some(d) => (p, d, vouch, last_nonzero),
                 }
             }
         };
-        let whole = p == 0;
+        let data_end = align_up(last_nonzero as usize, BLOCK) as u64;
         let mut stop = Stop {
-            path: seg.path.clone(),
+            path: path.to_path_buf(),
             offset: p,
             detail,
             expected: self.expected,
-            here_nonzero: seg
-                .bytes
-                .get(p..)
-                .is_some_and(|r| r.iter().any(|&b| b != 0)),
-            cut_bytes: data_end(seg.bytes).saturating_sub(p as u64),
-            vouch: 0,
+            here_nonzero: last_nonzero > p as u64,
+            cut_bytes: data_end.saturating_sub(p as u64),
+            vouch,
             later_valid_header: false,
             later_nonzero: false,
-            damaged_header: damaged_header(seg.bytes).map(|d| (seg.path.clone(), d)),
+            damaged_header: damaged.map(|d| (path.to_path_buf(), d)),
             dropped: Vec::new(),
         };
-        if whole {
-            stop.dropped.push(seg.path.clone());
+        if p == 0 {
+            stop.dropped.push(path.to_path_buf());
         }
-        stop.vouch = vouched_in(seg, p + FRAME_ALIGN, &exp);
-        Some(stop)
+        Ok(Some(stop))
     }
 
     /// The outcome when every segment was fed without a stop.
@@ -393,42 +427,92 @@ impl Scanner {
 }
 
 impl Stop {
-    /// Account for a segment that lies after the stop.
+    /// Account for a segment, held in memory, that lies after the stop.
     pub fn consider_later(&mut self, seg: &SegmentBytes<'_>, exp: &Expect) {
-        self.dropped.push(seg.path.clone());
-        let end = data_end(seg.bytes);
+        ready(self.consider_later_window(
+            seg.index,
+            &seg.path,
+            &mut SliceWindow::new(seg.bytes),
+            exp,
+        ));
+    }
+
+    /// [`Stop::consider_later`] over a segment read through `win`, which is
+    /// read once, front to back, to the end of the file.
+    pub async fn consider_later_window<W: Window>(
+        &mut self,
+        index: u64,
+        path: &Path,
+        win: &mut W,
+        exp: &Expect,
+    ) -> Result<(), W::Error> {
+        self.dropped.push(path.to_path_buf());
+        let head = head_of(win).await?;
+        let damaged = damaged_header(head);
+        let header = check_header(head, index, exp).ok();
+        let vouch = match &header {
+            Some(h) => vouch_scan(win, 0, h, exp).await?.0,
+            None => 0,
+        };
+        let end = align_up(win.finish().await? as usize, BLOCK) as u64;
         self.cut_bytes += end;
         self.later_nonzero |= end > 0;
-        self.later_valid_header |= check_header(seg, exp).is_ok();
+        self.later_valid_header |= header.is_some();
         if self.damaged_header.is_none() {
-            self.damaged_header = damaged_header(seg.bytes).map(|d| (seg.path.clone(), d));
+            self.damaged_header = damaged.map(|d| (path.to_path_buf(), d));
         }
-        self.vouch = self.vouch.max(vouched_in(seg, RECORDS_START, exp));
+        self.vouch = self.vouch.max(vouch);
+        Ok(())
     }
 }
 
-/// Largest durable-next vouched by any valid frame at or after `from` in
-/// `seg`, searching every aligned position (frame boundaries after a damaged
-/// frame are unknown).
-fn vouched_in(seg: &SegmentBytes<'_>, from: usize, exp: &Expect) -> u64 {
-    let Ok(h) = check_header(seg, exp) else {
-        return 0;
-    };
+/// Vouching after a stop at `stop` (0 for a stop at the header) in a segment
+/// whose header `h` is valid and ours: the largest durable-next of any valid
+/// frame at an aligned offset after `stop` (from the first record on),
+/// trying every aligned offset, since frame boundaries after a damaged frame
+/// are unknown. Also says whether any byte there is non-zero.
+///
+/// Offsets whose 40 bytes are all zero cannot hold a frame; runs of them are
+/// skipped by searching for the next non-zero byte, so a zero tail costs a
+/// memory scan, not a frame decode per 8 bytes.
+async fn vouch_scan<W: Window>(
+    win: &mut W,
+    stop: u64,
+    h: &SegmentHeader,
+    exp: &Expect,
+) -> Result<(u64, bool), W::Error> {
     let seed = h.seed();
-    let lim = limit(seg, &h);
-    let buf = &seg.bytes[..lim];
+    let lim = h.segment_size;
     let mut best = 0;
-    let mut pos = from.max(RECORDS_START);
+    let mut nonzero = false;
+    let mut pos = (stop + FRAME_ALIGN as u64).max(RECORDS_START as u64);
+    let skip = |k: usize| (((k - FRAME_HEADER) / FRAME_ALIGN + 1) * FRAME_ALIGN) as u64;
     while pos < lim {
-        match decode_at(buf, pos, seed, exp.max_payload) {
-            Decoded::Frame(f) => {
-                best = best.max(f.meta.durable_next);
-                pos += f.len;
+        let v = view(win, pos, FRAME_HEADER, lim).await?;
+        match first_nonzero(v) {
+            // Zeros to the end of the segment's records or of the file.
+            None if v.len() < FRAME_HEADER => break,
+            // Every offset whose header lies within these zeros is an end.
+            None => pos += skip(v.len()),
+            Some(q) if q >= FRAME_HEADER => {
+                nonzero = true;
+                pos += skip(q);
             }
-            _ => pos += FRAME_ALIGN,
+            Some(_) => {
+                nonzero = true;
+                let need = frame_need(v, exp.max_payload);
+                let v = view(win, pos, need, lim).await?;
+                match decode_at(v, 0, seed, exp.max_payload) {
+                    Decoded::Frame(f) => {
+                        best = best.max(f.meta.durable_next);
+                        pos += f.len as u64;
+                    }
+                    _ => pos += FRAME_ALIGN as u64,
+                }
+            }
         }
     }
-    best
+    Ok((best, nonzero))
 }
 
 /// Classify `segs` (all of a shard's segment files, in index order), holding

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::scan::{Expect, ScanOutcome, Scanner, SegmentBytes, TornTail};
+use super::chunks::ChunkStream;
+use super::scan::{Expect, ScanOutcome, Scanner, TornTail};
 use crate::error::{Error, Result};
 use crate::format::frame::Frame;
-use crate::format::{BLOCK, align_down, align_up};
+use crate::format::{BLOCK, align_down};
 use crate::ids::{Epoch, Seq, ShardId};
 use crate::io::{IoBuf, Storage, StorageFile};
 use crate::segment::segments_in;
@@ -67,30 +68,6 @@ fn corrupt(shard: ShardId, path: PathBuf, offset: u64, detail: String) -> Error 
         offset,
         detail,
     }
-}
-
-pub(crate) async fn read_all<S: Storage>(
-    storage: &S,
-    path: &Path,
-) -> Result<<S::File as StorageFile>::ReadBuf> {
-    let f = storage
-        .open(path, false)
-        .await
-        .map_err(|e| Error::io("open", path, e))?;
-    let size = f.size().await.map_err(|e| Error::io("stat", path, e))?;
-    let size = usize::try_from(size).map_err(|_| Error::NotALog {
-        path: path.to_path_buf(),
-        detail: "segment larger than memory".into(),
-    })?;
-    // Bounded: segment sizes are bounded by the header format (16 GiB) and,
-    // in practice, by the configured segment size.
-    let cap = crate::format::segment_header::MAX_SEGMENT_SIZE as usize;
-    let bytes = f
-        .read_at(0, align_up(size.min(cap), BLOCK))
-        .await
-        .map_err(|e| Error::io("read", path, e))?;
-    let _ = f.close().await;
-    Ok(bytes)
 }
 
 pub(crate) async fn read_head<S: Storage>(
@@ -180,31 +157,30 @@ pub(crate) async fn scan<S: Storage>(
     }
     let mut scanner = Scanner::new(exp);
     let mut outcome: Option<ScanOutcome> = None;
-    for (k, (index, name)) in segs.iter().enumerate() {
-        let path = dir.join(name);
-        let bytes = read_all(storage, &path).await?;
-        let next_head = match segs.get(k + 1) {
-            Some((_, n)) => Some(read_head(storage, &dir.join(n)).await?),
+    let paths: Vec<PathBuf> = segs.iter().map(|(_, name)| dir.join(name)).collect();
+    // Every byte of every segment is read once, in order, in chunks, with
+    // the next chunk's read in flight while this one is checked.
+    let mut stream = ChunkStream::new(storage.clone(), paths.clone());
+    for (k, (index, _)) in segs.iter().enumerate() {
+        let next_head = match paths.get(k + 1) {
+            Some(n) => Some(read_head(storage, n).await?),
             None => None,
         };
-        let seg = SegmentBytes {
-            index: *index,
-            path: path.clone(),
-            bytes: &bytes,
-        };
-        if let Some(mut stop) = scanner.feed(&seg, next_head.as_deref(), &mut on_frame) {
-            drop(bytes);
-            for (li, ln) in &segs[k + 1..] {
-                let lp = dir.join(ln);
-                let lb = read_all(storage, &lp).await?;
-                stop.consider_later(
-                    &SegmentBytes {
-                        index: *li,
-                        path: lp,
-                        bytes: &lb,
-                    },
-                    &exp,
-                );
+        stream.start_file(k).await?;
+        let stop = scanner
+            .feed_window(
+                *index,
+                &paths[k],
+                &mut stream,
+                next_head.as_deref(),
+                &mut on_frame,
+            )
+            .await?;
+        if let Some(mut stop) = stop {
+            for (j, (li, _)) in segs.iter().enumerate().skip(k + 1) {
+                stream.start_file(j).await?;
+                stop.consider_later_window(*li, &paths[j], &mut stream, &exp)
+                    .await?;
             }
             let shard = ShardId(exp.shard);
             let decided = scanner

@@ -1,0 +1,182 @@
+//! A forward-only view of one file's bytes, in windows, and the helpers the
+//! scanner and the reader use to walk frames through it.
+//!
+//! The scanner ([`super::scan`]) and [`crate::reader::ShardReader`] never see
+//! a whole segment: they ask a [`Window`] for the bytes from an offset on,
+//! with at least as many bytes as the frame there needs, and the window
+//! refills itself (in production: [`super::chunks::ChunkStream`], chunked and
+//! read ahead). A frame that straddles two reads is handed over whole,
+//! because the window keeps the bytes from the requested offset when it
+//! refills. [`SliceWindow`] serves a segment already in memory, so the table
+//! of recovery cases can still be tested on byte slices.
+//!
+//! Nothing here does I/O.
+
+use std::convert::Infallible;
+
+use crate::format::frame::{FRAME_HEADER, RecordKind, frame_len};
+use crate::format::u32_at;
+
+/// Forward-only access to the bytes of one file.
+#[allow(async_fn_in_trait)] // thread-per-core: futures are deliberately !Send
+pub trait Window {
+    /// Why bytes could not be had.
+    type Error;
+
+    /// The bytes of the file from offset `from` to the end of what the
+    /// window holds: at least `min` bytes, fewer only where the file ends.
+    /// Empty if `from` is at or past the end of the file. `from` must never
+    /// be smaller than in an earlier call: bytes before it may be gone.
+    async fn at(&mut self, from: u64, min: usize) -> Result<&[u8], Self::Error>;
+
+    /// Read the file to its end; returns the offset just past its last
+    /// non-zero byte (0 if every byte is zero).
+    async fn finish(&mut self) -> Result<u64, Self::Error>;
+}
+
+/// A file already in memory.
+pub struct SliceWindow<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> SliceWindow<'a> {
+    /// A window over `bytes`, the whole file.
+    pub fn new(bytes: &'a [u8]) -> SliceWindow<'a> {
+        SliceWindow { bytes }
+    }
+}
+
+impl Window for SliceWindow<'_> {
+    type Error = Infallible;
+
+    async fn at(&mut self, from: u64, _min: usize) -> Result<&[u8], Infallible> {
+        let from = usize::try_from(from).unwrap_or(usize::MAX);
+        Ok(self.bytes.get(from..).unwrap_or(&[]))
+    }
+
+    async fn finish(&mut self) -> Result<u64, Infallible> {
+        Ok(last_nonzero_end(self.bytes) as u64)
+    }
+}
+
+/// Run a future that never waits (a scan over a [`SliceWindow`]).
+pub(crate) fn ready<T>(f: impl std::future::Future<Output = Result<T, Infallible>>) -> T {
+    match futures_lite::future::block_on(f) {
+        Ok(t) => t,
+        Err(never) => match never {},
+    }
+}
+
+/// The bytes at `pos` for a look at the frame there: at least `need` bytes,
+/// cut at `lim` (the end of the segment's records), fewer only where `lim`
+/// or the file ends first. Decoding a frame at offset 0 of this view gives
+/// the same answer as decoding it at `pos` in the whole segment cut at `lim`,
+/// provided `need` is at least [`frame_need`] of the view.
+pub async fn view<W: Window>(
+    win: &mut W,
+    pos: u64,
+    need: usize,
+    lim: u64,
+) -> Result<&[u8], W::Error> {
+    let room = usize::try_from(lim.saturating_sub(pos)).unwrap_or(usize::MAX);
+    let v = win.at(pos, need.min(room)).await?;
+    Ok(&v[..v.len().min(room)])
+}
+
+/// How many bytes from the start of `v` `decode_at(v, 0, ..)` looks at:
+/// the header, plus payload and padding when the header passes the checks
+/// made before the CRC (so that garbage never asks for a large window).
+pub fn frame_need(v: &[u8], max_payload: usize) -> usize {
+    let Some(h) = v.get(..FRAME_HEADER) else {
+        return FRAME_HEADER;
+    };
+    let len = u32_at(h, 4) as usize;
+    if len > max_payload
+        || RecordKind::from_u8(h[32]).is_none()
+        || h[33..40].iter().any(|&b| b != 0)
+    {
+        return FRAME_HEADER;
+    }
+    frame_len(len)
+}
+
+/// Bytes per word in the zero checks.
+const WORD: usize = 8;
+
+/// Offset of the first non-zero byte of `b`.
+pub fn first_nonzero(b: &[u8]) -> Option<usize> {
+    let mut words = b.chunks_exact(64);
+    let mut at = 0;
+    for c in &mut words {
+        let mut acc = 0u64;
+        for w in c.chunks_exact(WORD) {
+            let mut a = [0u8; WORD];
+            a.copy_from_slice(w);
+            acc |= u64::from_ne_bytes(a);
+        }
+        if acc != 0 {
+            return c.iter().position(|&x| x != 0).map(|i| at + i);
+        }
+        at += 64;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&x| x != 0)
+        .map(|i| at + i)
+}
+
+/// One past the offset of the last non-zero byte of `b` (0 if all zero).
+pub fn last_nonzero_end(b: &[u8]) -> usize {
+    let mut words = b.rchunks_exact(64);
+    let mut end = b.len();
+    for c in &mut words {
+        let mut acc = 0u64;
+        for w in c.chunks_exact(WORD) {
+            let mut a = [0u8; WORD];
+            a.copy_from_slice(w);
+            acc |= u64::from_ne_bytes(a);
+        }
+        if acc != 0 {
+            return c
+                .iter()
+                .rposition(|&x| x != 0)
+                .map_or(0, |i| end - 64 + i + 1);
+        }
+        end -= 64;
+    }
+    words
+        .remainder()
+        .iter()
+        .rposition(|&x| x != 0)
+        .map_or(0, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_searches_agree_with_byte_loops() {
+        let mut b = vec![0u8; 1000];
+        assert_eq!(first_nonzero(&b), None);
+        assert_eq!(last_nonzero_end(&b), 0);
+        for &i in &[0usize, 1, 7, 63, 64, 65, 500, 936, 937, 999] {
+            let mut c = b.clone();
+            c[i] = 3;
+            assert_eq!(first_nonzero(&c), Some(i), "first {i}");
+            assert_eq!(last_nonzero_end(&c), i + 1, "last {i}");
+            for &s in &[0usize, 5, 64, 300] {
+                let sl = &c[s.min(i)..];
+                assert_eq!(first_nonzero(sl), sl.iter().position(|&x| x != 0));
+                assert_eq!(
+                    last_nonzero_end(sl),
+                    sl.iter().rposition(|&x| x != 0).map_or(0, |k| k + 1)
+                );
+            }
+        }
+        b[10] = 1;
+        b[990] = 1;
+        assert_eq!((first_nonzero(&b), last_nonzero_end(&b)), (Some(10), 991));
+    }
+}
