@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::ids::{CheckpointId, Epoch, Seq, ShardId};
 use crate::io::Storage;
 use crate::io::std_fs::StdStorage;
+use crate::layout::Layout;
 
 /// Result of a completed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,6 +215,7 @@ pub(crate) struct CoordinatorThread {
     next_checkpoint: u64,
     pending: BTreeMap<u64, PendingEpoch>,
     retained: VecDeque<Manifest>,
+    layout: Layout,
     failed: Option<Error>,
     epochs_since_checkpoint: u64,
 }
@@ -231,6 +233,8 @@ pub(crate) struct CoordinatorStart {
     pub sealed: u64,
     pub next_checkpoint: u64,
     pub retained: VecDeque<Manifest>,
+    /// The shard layout written at start.
+    pub layout: Layout,
 }
 
 pub(crate) fn spawn(start: CoordinatorStart) -> Result<(Coordinator, JoinHandle<()>)> {
@@ -252,6 +256,7 @@ pub(crate) fn spawn(start: CoordinatorStart) -> Result<(Coordinator, JoinHandle<
         next_checkpoint: start.next_checkpoint,
         pending: BTreeMap::new(),
         retained: start.retained,
+        layout: start.layout,
         failed: None,
         epochs_since_checkpoint: 0,
     };
@@ -539,12 +544,36 @@ impl CoordinatorThread {
                 }
             }
         }
+        self.remove_unneeded_retired();
         for w in pc.waiters {
             let _ = w.send(Ok(CheckpointInfo {
                 id: CheckpointId(pc.id),
                 epoch: Epoch(epoch),
                 manifest: path.clone(),
             }));
+        }
+    }
+}
+
+impl CoordinatorThread {
+    /// Retired shards (re-sharding) whose logs no retained manifest refers
+    /// to are not needed by any recovery any more: remove them. A failure
+    /// leaves them in place, to be retried after the next checkpoint.
+    fn remove_unneeded_retired(&mut self) {
+        let unneeded: Vec<u32> = self
+            .layout
+            .retired
+            .iter()
+            .map(|r| r.shard)
+            .filter(|s| {
+                !self
+                    .retained
+                    .iter()
+                    .any(|m| m.shards.iter().any(|e| e.shard == *s))
+            })
+            .collect();
+        if !unneeded.is_empty() {
+            let _ = crate::layout::remove_retired(&self.log_dir, &mut self.layout, &unneeded);
         }
     }
 }

@@ -1,4 +1,4 @@
-//! One iterator over every shard's records in (epoch, shard, seq) order, for
+//! One iterator over several shards' records in (epoch, shard, seq) order, for
 //! a single consumer. It streams: each shard's reader holds one segment, so
 //! memory is bounded by `shards x segment size`, whatever the log's length.
 
@@ -9,8 +9,9 @@ use crate::ids::{Seq, ShardId};
 use crate::io::Storage;
 use crate::reader::{Record, ShardReader};
 
-/// Merged reader over shards `0..n`.
+/// Merged reader over a set of shards.
 pub struct MergedReader<S: Storage> {
+    /// In ascending shard order.
     readers: Vec<ShardReader<S>>,
     epoch: Option<u64>,
     shard: usize,
@@ -20,12 +21,28 @@ impl<S: Storage> MergedReader<S> {
     /// Read shards `0..ranges.len()` of the log at `log_dir`; shard `i`
     /// from `ranges[i].0` up to (excluding) `ranges[i].1`.
     pub async fn open(storage: S, log_dir: &Path, ranges: &[(Seq, Seq)]) -> Result<Self> {
-        let mut readers = Vec::with_capacity(ranges.len());
-        for (i, (from, until)) in ranges.iter().enumerate() {
-            readers.push(
-                ShardReader::open_range(storage.clone(), log_dir, ShardId(i as u32), *from, *until)
-                    .await?,
-            );
+        let shards: Vec<(ShardId, Seq, Seq)> = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, (from, until))| (ShardId(i as u32), *from, *until))
+            .collect();
+        Self::open_shards(storage, log_dir, &shards).await
+    }
+
+    /// Read the given shards of the log at `log_dir`, each from its `from`
+    /// up to (excluding) its `until`, in (epoch, shard, seq) order whatever
+    /// order they are listed in.
+    pub async fn open_shards(
+        storage: S,
+        log_dir: &Path,
+        shards: &[(ShardId, Seq, Seq)],
+    ) -> Result<Self> {
+        let mut sorted = shards.to_vec();
+        sorted.sort_by_key(|(s, _, _)| *s);
+        let mut readers = Vec::with_capacity(sorted.len());
+        for (shard, from, until) in sorted {
+            readers
+                .push(ShardReader::open_range(storage.clone(), log_dir, shard, from, until).await?);
         }
         Ok(MergedReader {
             readers,

@@ -254,7 +254,7 @@ fn restart_and_check(dir: &Path, k: u64, generation: u32, rep: &Reported) -> u64
         async move {
             let s = ctx.shard().0;
             let plan = ctx.replay_plan().clone();
-            let replay = drain(ctx.replay().await?).await?;
+            let replay = drain_merged(ctx.replay().await?).await?;
             let log = ctx.log().clone();
             tx.send(Restarted {
                 shard: s,

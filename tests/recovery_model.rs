@@ -401,7 +401,7 @@ fn recover(setup: &Setup, crashed: Vec<Image>) -> (RecoveryReport, Vec<ShardOut>
                 let plan = ctx.replay_plan().clone();
                 let snapshot = ctx.snapshot().await.map_err(|e| e.to_string());
                 let replay = match ctx.replay().await {
-                    Ok(r) => drain(r).await.map_err(|e| e.to_string()),
+                    Ok(r) => drain_merged(r).await.map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
                 let image = image_of(&ctx.log().storage().crash(CrashMode::DropAll, 0));

@@ -15,18 +15,16 @@
 //! the newest manifest that validates and falls back to older ones.
 
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::payloads::{CommitRecord, SnapshotRef};
 use crate::error::{Error, Result};
-use crate::format::{BLOCK, align_up, u32_at};
-use crate::io::{IoBuf, Storage, StorageFile};
+use crate::io::Storage;
+use crate::meta_file;
 
 const MAGIC: &[u8; 8] = b"SHRDMANI";
 const VERSION: u32 = 1;
-const HEADER: usize = 32;
 /// Largest manifest payload accepted.
 pub const MAX_MANIFEST: usize = 64 << 20;
 /// Directory (inside the log directory) holding manifests.
@@ -74,42 +72,22 @@ pub fn parse_manifest_name(name: &str) -> Option<u64> {
         .flatten()
 }
 
+/// The manifest file kind.
+const KIND: meta_file::Kind = meta_file::Kind {
+    magic: MAGIC,
+    version: VERSION,
+    max_payload: MAX_MANIFEST,
+    name: "manifest",
+};
+
 /// Encode a manifest file.
 pub fn encode(m: &Manifest) -> Vec<u8> {
-    let payload = super::payloads::encode(m);
-    let mut out = vec![0u8; HEADER + payload.len()];
-    out[..8].copy_from_slice(MAGIC);
-    out[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    out[12..16].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..16]), &payload);
-    out[16..20].copy_from_slice(&crc.to_le_bytes());
-    out[HEADER..].copy_from_slice(&payload);
-    out
+    meta_file::encode(KIND, &super::payloads::encode(m))
 }
 
 /// Decode a manifest file; every failure is an error naming what is wrong.
 pub fn decode(b: &[u8]) -> std::result::Result<Manifest, String> {
-    if b.len() < HEADER || &b[..8] != MAGIC {
-        return Err("bad manifest magic".into());
-    }
-    if u32_at(b, 8) != VERSION {
-        return Err(format!("unsupported manifest version {}", u32_at(b, 8)));
-    }
-    if b[20..HEADER].iter().any(|&x| x != 0) {
-        return Err("reserved manifest header bytes are not zero".into());
-    }
-    let n = u32_at(b, 12) as usize;
-    if n > MAX_MANIFEST || HEADER + n > b.len() {
-        return Err(format!("manifest payload length {n} out of bounds"));
-    }
-    let payload = &b[HEADER..HEADER + n];
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&b[..16]), payload);
-    if crc != u32_at(b, 16) {
-        return Err(format!(
-            "manifest CRC mismatch: stored {:#010x}, computed {crc:#010x}",
-            u32_at(b, 16)
-        ));
-    }
+    let payload = meta_file::decode(KIND, b)?;
     super::payloads::decode::<Manifest>(payload, "manifest").map_err(|e| e.to_string())
 }
 
@@ -120,46 +98,7 @@ pub async fn write<S: Storage>(storage: &S, log_dir: &Path, m: &Manifest) -> Res
         .create_dir_all(&dir)
         .await
         .map_err(|e| Error::io("create directory", &dir, e))?;
-    let bytes = encode(m);
-    let path = dir.join(manifest_name(m.checkpoint));
-    let tmp = dir.join(format!("{}.tmp", manifest_name(m.checkpoint)));
-    let _ = storage.remove(&tmp).await;
-    let f = storage
-        .open(&tmp, true)
-        .await
-        .map_err(|e| Error::io("create manifest", &tmp, e))?;
-    let total = align_up(bytes.len(), BLOCK);
-    let mut buf = storage.alloc_buf(total);
-    buf.as_mut_slice().fill(0);
-    buf.as_mut_slice()[..bytes.len()].copy_from_slice(&bytes);
-    let n = f
-        .write_at(Rc::new(buf), 0)
-        .await
-        .map_err(|e| Error::io("write manifest", &tmp, e))?;
-    if n != total {
-        return Err(Error::ShortWrite {
-            path: tmp,
-            offset: 0,
-            written: n,
-            expected: total,
-        });
-    }
-    f.set_len(bytes.len() as u64)
-        .await
-        .map_err(|e| Error::io("truncate manifest", &tmp, e))?;
-    f.sync_data()
-        .await
-        .map_err(|e| Error::io("fdatasync manifest", &tmp, e))?;
-    let _ = f.close().await;
-    storage
-        .rename(&tmp, &path)
-        .await
-        .map_err(|e| Error::io("rename manifest", &path, e))?;
-    storage
-        .sync_dir(&dir)
-        .await
-        .map_err(|e| Error::io("directory fsync", &dir, e))?;
-    Ok(path)
+    meta_file::write_atomic(storage, &dir, &manifest_name(m.checkpoint), &encode(m)).await
 }
 
 /// Manifest ids present in `log_dir/checkpoints`, ascending (valid or not).
@@ -186,19 +125,9 @@ pub async fn read<S: Storage>(
     id: u64,
 ) -> std::result::Result<Manifest, String> {
     let path = log_dir.join(CHECKPOINT_DIR).join(manifest_name(id));
-    let f = storage
-        .open(&path, false)
-        .await
-        .map_err(|e| e.to_string())?;
-    let size = f.size().await.map_err(|e| e.to_string())?;
-    if size > (HEADER + MAX_MANIFEST) as u64 {
-        return Err(format!("manifest file of {size} bytes is too large"));
-    }
-    let b = f
-        .read_at(0, align_up(size as usize, BLOCK))
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = f.close().await;
+    let b = meta_file::read(storage, &path, KIND)
+        .await?
+        .ok_or_else(|| format!("{}: no such file", path.display()))?;
     let m = decode(&b)?;
     if m.checkpoint != id {
         return Err(format!(

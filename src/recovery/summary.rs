@@ -73,9 +73,12 @@ impl ScanSummary {
         self.barriers.last().map_or(floor, |(e, _)| (*e).max(floor))
     }
 
-    /// Where to cut so that the log ends with `barrier(sealed)`.
+    /// Where to cut so that the log ends with its last barrier of an epoch
+    /// at or before `sealed`: `barrier(sealed)` itself on a shard that wrote
+    /// every epoch, an older one on a shard that was retired, or that
+    /// joined, with no barrier written since.
     pub fn cut_for(&self, sealed: u64) -> Option<CutPoint> {
-        if let Some((_, p)) = self.barriers.iter().find(|(e, _)| *e == sealed) {
+        if let Some((_, p)) = self.barriers.iter().rev().find(|(e, _)| *e <= sealed) {
             return Some(*p);
         }
         // The sealed epoch ends before every barrier seen: keep nothing

@@ -58,27 +58,53 @@ impl<S: Storage> ShardContext<S> {
 
     /// The shard's snapshot from the checkpoint recovery started from,
     /// verified against the manifest's CRC. `None` without a checkpoint.
+    ///
+    /// After re-sharding to fewer shards this core also replays retired
+    /// shards, whose snapshots it must load too: then this is an error
+    /// pointing to [`ShardContext::snapshots`], rather than a silent loss of
+    /// their state.
     pub async fn snapshot(&self) -> Result<Option<Vec<u8>>> {
-        let (Some(c), Some(r)) = (self.plan.checkpoint, &self.plan.snapshot) else {
-            return Ok(None);
+        if self.plan.adopted.iter().any(|a| a.snapshot.is_some()) {
+            return Err(Error::Config(format!(
+                "shard {} replays the snapshots of retired shards too; use snapshots()",
+                self.shard.0
+            )));
+        }
+        Ok(self.snapshots().await?.into_iter().next().map(|(_, b)| b))
+    }
+
+    /// Every snapshot this core restores, verified against the manifest's
+    /// CRC: its own shard's first, then those of the retired shards it
+    /// adopted (re-sharding), in shard order. Empty without a checkpoint.
+    pub async fn snapshots(&self) -> Result<Vec<(ShardId, Vec<u8>)>> {
+        let Some(c) = self.plan.checkpoint else {
+            return Ok(Vec::new());
         };
-        snapshot::read(self.log.storage(), self.log.dir(), self.shard.0, c.0, r)
-            .await
-            .map(Some)
+        let mut out = Vec::new();
+        for src in self.plan.sources(self.shard) {
+            if let Some(r) = &src.snapshot {
+                let dir = crate::segment::shard_dir(&self.log_dir, src.shard);
+                let b = snapshot::read(self.log.storage(), &dir, src.shard.0, c.0, r).await?;
+                out.push((src.shard, b));
+            }
+        }
+        Ok(out)
     }
 
     /// A reader over the records to replay: from the checkpoint position up
-    /// to (and including) the barrier of the sealed epoch. Epoch barriers,
-    /// commit records and checkpoint markers are visible in it.
-    pub async fn replay(&self) -> Result<crate::reader::ShardReader<S>> {
-        crate::reader::ShardReader::open_range(
-            self.log.storage().clone(),
-            &self.log_dir,
-            self.shard,
-            self.plan.from,
-            self.plan.until,
-        )
-        .await
+    /// to (and including) the barrier of the sealed epoch, of this shard and
+    /// of any retired shards it adopted, merged in (epoch, shard, seq)
+    /// order. Epoch barriers, commit records and checkpoint markers are
+    /// visible in it.
+    pub async fn replay(&self) -> Result<crate::merged::MergedReader<S>> {
+        let ranges: Vec<(ShardId, crate::ids::Seq, crate::ids::Seq)> = self
+            .plan
+            .sources(self.shard)
+            .iter()
+            .map(|s| (s.shard, s.from, s.until))
+            .collect();
+        crate::merged::MergedReader::open_shards(self.log.storage().clone(), &self.log_dir, &ranges)
+            .await
     }
 
     /// True once a `Shutdown` event has been seen.

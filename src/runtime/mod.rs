@@ -18,7 +18,7 @@ mod context;
 
 pub use context::ShardContext;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -28,6 +28,7 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
+use crate::checkpoint::CommitRecord;
 use crate::checkpoint::manifest::{self, Manifest};
 use crate::checkpoint::payloads::{SnapshotRef, SourceOffset};
 use crate::config::ShardConfig;
@@ -36,9 +37,10 @@ use crate::coordinator::{self, Coordinator, CoordinatorConfig, CoordinatorStart}
 use crate::error::{Error, Result};
 use crate::ids::ShardId;
 use crate::ids::{CheckpointId, Epoch, Seq};
-use crate::io::Storage;
 use crate::io::dma::DmaStorage;
 use crate::io::std_fs::StdStorage;
+use crate::io::{Storage, StorageFile};
+use crate::layout::{self, Layout};
 use crate::lock::DirLock;
 use crate::recovery::ShardRecovery;
 use crate::recovery::{CutPoint, Expect, ScanSummary};
@@ -87,7 +89,7 @@ pub struct Runtime {
     shards: Vec<ExecutorJoinHandle<Result<()>>>,
     done: Receiver<()>,
     done_seen: usize,
-    recovered: Vec<ShardRecovery>,
+    shard_count: usize,
     report: RecoveryReport,
     manifest: Option<Manifest>,
     dir: PathBuf,
@@ -95,40 +97,76 @@ pub struct Runtime {
 }
 
 enum Go {
-    /// Cut the shard at this point and resume in this epoch.
-    Cut(Option<CutPoint>, u64),
+    /// Cut these shards (own shard first) and resume writing in this epoch.
+    Cut(Vec<(u32, Option<CutPoint>)>, u64),
     /// Run the engine code with this replay plan.
     Run(ReplayPlan),
     Abort,
 }
 
+/// One log a core replays: a shard's snapshot from the checkpoint, then
+/// its records from `from` up to `until` (exclusive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplaySource {
+    /// The shard whose log it is.
+    pub shard: ShardId,
+    /// Its snapshot, if there is a checkpoint that includes the shard.
+    pub snapshot: Option<SnapshotRef>,
+    /// First sequence number to replay.
+    pub from: Seq,
+    /// Sequence number after the last record to replay.
+    pub until: Seq,
+}
+
 /// What a shard replays after a restart: its snapshot from the checkpoint,
 /// then its records from `from` up to `until` (exclusive), which ends with
-/// the barrier of the sealed epoch.
+/// the barrier of the sealed epoch; after re-sharding, also the logs of
+/// retired shards this core took over (`adopted`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplayPlan {
     /// The sealed epoch everything was cut at.
     pub sealed: Epoch,
     /// The checkpoint the snapshot comes from.
     pub checkpoint: Option<CheckpointId>,
-    /// The snapshot, if there is a checkpoint.
+    /// This shard's snapshot, if there is a checkpoint that includes it.
     pub snapshot: Option<SnapshotRef>,
-    /// First sequence number to replay.
+    /// First sequence number of this shard to replay.
     pub from: Seq,
-    /// Sequence number after the last record to replay.
+    /// Sequence number after the last record of this shard to replay.
     pub until: Seq,
-    /// This shard's source offsets as of the sealed epoch.
+    /// Logs of retired shards this core replays (re-sharding to fewer
+    /// shards: old shard `s` goes to core `s % shards`), in shard order.
+    /// Empty when the log was written by this many shards.
+    pub adopted: Vec<ReplaySource>,
+    /// Source offsets as of the sealed epoch, of this shard and the shards
+    /// it adopted (the highest offset of each source).
     pub offsets: Vec<SourceOffset>,
     /// Source offsets of every shard as of the sealed epoch, merged.
     pub merged_offsets: Vec<SourceOffset>,
-    /// This shard's watermark as of the sealed epoch.
+    /// The watermark as of the sealed epoch (the lowest of this shard's and
+    /// its adopted shards').
     pub watermark: Option<u64>,
+}
+
+impl ReplayPlan {
+    /// Every log this core replays, its own first.
+    pub fn sources(&self, own: ShardId) -> Vec<ReplaySource> {
+        std::iter::once(ReplaySource {
+            shard: own,
+            snapshot: self.snapshot.clone(),
+            from: self.from,
+            until: self.until,
+        })
+        .chain(self.adopted.iter().cloned())
+        .collect()
+    }
 }
 
 /// What opening a log directory found and did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// Per shard, in shard order.
+    /// Per shard whose log was recovered, in shard order: the runtime's
+    /// shards, then any retired shards (re-sharding) after them.
     pub shards: Vec<ShardRecovery>,
     /// The recovered sealed epoch: writing resumes in the next one.
     pub sealed: Epoch,
@@ -136,6 +174,8 @@ pub struct RecoveryReport {
     pub checkpoint: Option<CheckpointId>,
     /// Newer manifests that were skipped, and why.
     pub skipped_manifests: Vec<(u64, String)>,
+    /// The shard layout in effect after the start (see [`crate::layout`]).
+    pub layout: Layout,
     /// Wall time of the whole recovery.
     pub elapsed: Duration,
 }
@@ -174,6 +214,7 @@ impl Runtime {
     {
         cfg.shard.validate()?;
         let lock = DirLock::acquire(dir)?;
+        let started = std::time::Instant::now();
         let log_id =
             futures_lite::future::block_on(crate::log_dir::load_or_init(&StdStorage, dir))?;
         let cores = available_cores();
@@ -181,25 +222,40 @@ impl Runtime {
         if n == 0 || n > u32::MAX as usize {
             return Err(Error::Config(format!("{n} shards")));
         }
-        // Re-sharding (a log written by more shards than this runtime has)
-        // is not supported yet: refuse rather than ignore those shards' data.
-        if let Ok(names) = crate::io::std_fs::list_dir(dir) {
-            for name in names {
-                if let Some(i) = name
-                    .strip_prefix("shard-")
-                    .and_then(|d| d.parse::<usize>().ok())
-                    && i >= n
-                {
-                    return Err(Error::Config(format!(
-                        "the log at {} has shard {i} but the runtime has {n} shards; \
-                         re-sharding is not supported yet",
-                        dir.display()
-                    )));
-                }
+        let m = n as u32;
+        // The layout: which shard directories are written, which retired.
+        layout::remove_leftovers(dir);
+        let present = shard_dirs_present(dir)?;
+        let loaded = futures_lite::future::block_on(layout::read(&StdStorage, dir, log_id))?;
+        // Without a LAYOUT file, the shard directories present are the
+        // written shards; with none visible (a new log, or storage that is
+        // not the file system), the runtime's shards.
+        let old = loaded.clone().unwrap_or_else(|| {
+            if present.is_empty() {
+                Layout::implicit(log_id, &(0..m).collect::<Vec<_>>())
+            } else {
+                Layout::implicit(log_id, &present)
             }
+        });
+        let known = old.data_shards();
+        // Directories the layout does not list were created by a start that
+        // crashed before writing its layout: they must hold no records.
+        let orphans: Vec<u32> = present
+            .iter()
+            .copied()
+            .filter(|s| !known.contains(s))
+            .collect();
+        let mut all: Vec<u32> = known.iter().chain(&present).copied().chain(0..m).collect();
+        all.sort_unstable();
+        all.dedup();
+        // Core i recovers its own shard i first, then the shards >= n it
+        // replays (retired ones), ascending.
+        let mut per_core: Vec<Vec<u32>> = (0..m).map(|i| vec![i]).collect();
+        for &s in all.iter().filter(|s| **s >= m) {
+            per_core[layout::replayer(s, m) as usize].push(s);
         }
+
         // Manifests kept for fallback and truncation bookkeeping, oldest first.
-        let started = std::time::Instant::now();
         let mut retained = VecDeque::new();
         let mut next_checkpoint = 1;
         let mut skipped_manifests = Vec::new();
@@ -215,17 +271,22 @@ impl Runtime {
         // Only failures newer than the manifest in use are "skipped".
         let used = manifest.as_ref().map_or(0, |m| m.checkpoint);
         skipped_manifests.retain(|(id, _)| *id > used);
+        let entry = |s: u32| {
+            manifest
+                .as_ref()
+                .and_then(|mf| mf.shards.iter().find(|e| e.shard == s))
+        };
 
         let make_storage = Arc::new(make_storage);
         let f = Arc::new(f);
         let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
-        let (scan_tx, scan_rx) = crossbeam_channel::unbounded::<(usize, Result<ScanSummary>)>();
-        let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<(usize, Result<ShardRecovery>)>();
+        let (scan_tx, scan_rx) = crossbeam_channel::unbounded::<(u32, Result<ScanSummary>)>();
+        let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<(u32, Result<ShardRecovery>)>();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let mut txs = Vec::with_capacity(n);
         let mut gos = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
-        for i in 0..n {
+        for (i, shards_here) in per_core.iter().enumerate() {
             let (tx, rx) = control::channel();
             txs.push(tx);
             let (go_tx, go_rx) = crossbeam_channel::bounded::<Go>(2);
@@ -235,134 +296,32 @@ impl Runtime {
             } else {
                 Placement::Unbound
             };
-            let (ms, f, ack_tx, scan_tx, ready_tx, done_tx) = (
-                make_storage.clone(),
-                f.clone(),
-                ack_tx.clone(),
-                scan_tx.clone(),
-                ready_tx.clone(),
-                done_tx.clone(),
-            );
-            let from_seq = manifest
-                .as_ref()
-                .and_then(|m| m.shards.iter().find(|s| s.shard as usize == i))
-                .map(|s| s.replay_from);
-            let (shard_dir, scfg, auto, poll) = (
-                dir.to_path_buf(),
-                cfg.shard.clone(),
-                cfg.auto_barriers,
-                cfg.control_poll,
-            );
+            let job = CoreJob {
+                core: ShardId(i as u32),
+                shard_count: n,
+                shards: shards_here
+                    .iter()
+                    .map(|&s| (s, entry(s).map(|e| e.replay_from)))
+                    .collect(),
+                log_dir: dir.to_path_buf(),
+                log_id,
+                cfg: cfg.shard.clone(),
+                auto: cfg.auto_barriers,
+                poll: cfg.control_poll,
+                control: rx,
+                go: go_rx,
+                acks: ack_tx.clone(),
+                scanned: scan_tx.clone(),
+                ready: ready_tx.clone(),
+                done: done_tx.clone(),
+            };
+            let (ms, f) = (make_storage.clone(), f.clone());
             let h = LocalExecutorBuilder::new(placement)
                 .name(&format!("shardwal-{i}"))
                 .io_memory(cfg.io_memory)
                 .spawn(move || async move {
-                    let shard = ShardId(i as u32);
-                    let storage = ms(shard);
-                    let fail = |e: &Error| Error::ShardFailed {
-                        shard,
-                        what: "recovery".into(),
-                        cause: e.to_string(),
-                    };
-                    // Phase 1: scan, report what the cut needs.
-                    let sdir = crate::segment::shard_dir(&shard_dir, shard);
-                    let exp = Expect {
-                        log_id,
-                        shard: shard.0,
-                        max_payload: crate::format::MAX_RECORD_HARD,
-                    };
-                    let mut summary = ScanSummary::new(from_seq.unwrap_or(0));
-                    let scanned = match storage.create_dir_all(&sdir).await {
-                        Err(e) => Err(Error::io("create directory", &sdir, e)),
-                        Ok(()) => {
-                            crate::recovery::shard::scan(
-                                &storage,
-                                &sdir,
-                                exp,
-                                from_seq,
-                                |fr, seg, off| summary.observe(fr, seg, off),
-                            )
-                            .await
-                        }
-                    };
-                    let scanned = match scanned {
-                        Ok(sc) => {
-                            let _ = scan_tx.send((i, Ok(summary)));
-                            sc
-                        }
-                        Err(e) => {
-                            let err = fail(&e);
-                            let _ = scan_tx.send((i, Err(e)));
-                            return Err(err);
-                        }
-                    };
-                    drop(scan_tx);
-                    // Phase 2: cut at the sealed epoch and open the writer.
-                    let Ok(Go::Cut(cut, epoch)) = go_rx.recv() else {
-                        return Ok(());
-                    };
-                    let opened = ShardLog::open_scanned(
-                        storage,
-                        &shard_dir,
-                        shard,
-                        log_id,
-                        scfg,
-                        scanned,
-                        cut,
-                        Some(epoch),
-                    )
-                    .await;
-                    let log = match opened {
-                        Ok(l) => {
-                            let _ = ready_tx.send((i, Ok(l.recovery().clone())));
-                            l
-                        }
-                        Err(e) => {
-                            let err = fail(&e);
-                            let _ = ready_tx.send((i, Err(e)));
-                            return Err(err);
-                        }
-                    };
-                    drop(ready_tx);
-                    let Ok(Go::Run(plan)) = go_rx.recv() else {
-                        return log.close().await;
-                    };
-                    let ctx = Rc::new(ShardContext {
-                        log: log.clone(),
-                        shard,
-                        shard_count: n,
-                        rx,
-                        acks: ack_tx,
-                        last_commit: std::cell::RefCell::new(
-                            (!plan.offsets.is_empty() || plan.watermark.is_some()).then(|| {
-                                crate::checkpoint::CommitRecord {
-                                    epoch: plan.sealed.0,
-                                    offsets: plan.offsets.clone(),
-                                    watermark: plan.watermark.unwrap_or(0),
-                                }
-                            }),
-                        ),
-                        shutdown: Default::default(),
-                        stop: Default::default(),
-                        plan,
-                        log_dir: shard_dir.clone(),
-                    });
-                    let auto_task = auto.then(|| {
-                        glommio::spawn_local(auto_barriers(ctx.clone(), poll, true)).detach()
-                    });
-                    let r = f(ctx.clone()).await;
-                    let _ = done_tx.send(());
-                    // Until shutdown, barriers are answered on the engine's
-                    // behalf, so the final epoch can seal.
-                    match auto_task {
-                        Some(t) => {
-                            t.await;
-                        }
-                        None => auto_barriers(ctx.clone(), poll, false).await,
-                    }
-                    drop(ctx);
-                    let closed = log.close().await;
-                    r.and(closed)
+                    let storage = ms(job.core);
+                    run_core(job, storage, move |ctx| f(ctx)).await
                 })
                 .map_err(|e| {
                     Error::io(
@@ -377,96 +336,76 @@ impl Runtime {
         drop(ready_tx);
         drop(done_tx);
         let abort = |gos: &[crossbeam_channel::Sender<Go>],
-                     handles: Vec<ExecutorJoinHandle<Result<()>>>| {
+                     handles: Vec<ExecutorJoinHandle<Result<()>>>,
+                     e: Error| {
             for g in gos {
                 let _ = g.send(Go::Abort);
             }
             for h in handles {
                 let _ = h.join();
             }
+            Err(e)
         };
         // Phase 1 results: every shard's barriers.
-        let mut summaries: Vec<Option<ScanSummary>> = vec![None; n];
-        let mut first_err = None;
-        for _ in 0..n {
-            match scan_rx.recv() {
-                Ok((i, Ok(s))) => summaries[i] = Some(s),
-                Ok((_, Err(e))) => {
-                    first_err.get_or_insert(e);
-                }
-                Err(_) => {
-                    first_err.get_or_insert(Error::ShutDown);
-                    break;
-                }
-            }
+        let summaries = match collect(&scan_rx, all.len()) {
+            Ok(s) => s,
+            Err(e) => return abort(&gos, handles, e),
+        };
+        if let Some(s) = orphans.iter().find(|s| summaries[s].from_point.is_some()) {
+            let e = Error::Config(format!(
+                "{} holds records but the log's layout does not list shard {s}",
+                crate::segment::shard_dir(dir, ShardId(*s)).display()
+            ));
+            return abort(&gos, handles, e);
         }
-        if let Some(e) = first_err {
-            abort(&gos, handles);
-            return Err(e);
-        }
-        let summaries: Vec<ScanSummary> = summaries.into_iter().flatten().collect();
         // The consistent cut: the highest epoch whose barrier is durable on
-        // every shard. Later epochs are cut everywhere.
+        // every written shard. Later epochs are cut everywhere.
         let floor = manifest.as_ref().map_or(0, |m| m.epoch);
-        let sealed = summaries
-            .iter()
-            .map(|s| s.last_barrier(floor))
-            .min()
-            .unwrap_or(floor);
-        for (g, s) in gos.iter().zip(&summaries) {
-            let _ = g.send(Go::Cut(s.cut_for(sealed), sealed + 1));
+        let sealed = old.sealed(floor, |s| {
+            summaries.get(&s).map_or(floor, |x| x.last_barrier(floor))
+        });
+        for (g, shards_here) in gos.iter().zip(&per_core) {
+            let cuts = shards_here
+                .iter()
+                .map(|s| (*s, summaries[s].cut_for(sealed)))
+                .collect();
+            let _ = g.send(Go::Cut(cuts, sealed + 1));
         }
-        let mut recovered: Vec<Option<ShardRecovery>> = vec![None; n];
-        for _ in 0..n {
-            match ready_rx.recv() {
-                Ok((i, Ok(r))) => recovered[i] = Some(r),
-                Ok((_, Err(e))) => {
-                    first_err.get_or_insert(e);
-                }
-                Err(_) => {
-                    first_err.get_or_insert(Error::ShutDown);
-                    break;
-                }
-            }
+        let mut recovered = match collect(&ready_rx, all.len()) {
+            Ok(r) => r,
+            Err(e) => return abort(&gos, handles, e),
+        };
+        for (s, r) in recovered.iter_mut() {
+            r.epochs_seen = summaries[s].barriers_since_from + 1;
         }
-        if let Some(e) = first_err {
-            abort(&gos, handles);
-            return Err(e);
+        // Every shard is cut at the sealed epoch: only now may the layout
+        // retire shards (they no longer count for sealing) or add ones.
+        let mut layout = old.reshard(m, sealed);
+        for &s in orphans.iter().filter(|s| **s >= m) {
+            layout.retired.push(layout::RetiredShard {
+                shard: s,
+                epoch: sealed,
+            });
+            layout.retired.sort_by_key(|r| r.shard);
         }
-        let mut recovered: Vec<ShardRecovery> = recovered.into_iter().flatten().collect();
-        for (r, s) in recovered.iter_mut().zip(&summaries) {
-            r.epochs_seen = s.barriers_since_from + 1;
+        if loaded.as_ref() != Some(&layout)
+            && let Err(e) = futures_lite::future::block_on(layout::write(&StdStorage, dir, &layout))
+        {
+            return abort(&gos, handles, e);
         }
         // Source offsets as of the sealed epoch, per shard and merged.
-        let per_shard: Vec<(Vec<SourceOffset>, Option<u64>)> = (0..n)
-            .map(|i| {
-                let from_log = summaries[i].commit_for(sealed);
-                let from_manifest = manifest
-                    .as_ref()
-                    .and_then(|m| m.shards.iter().find(|s| s.shard as usize == i))
-                    .and_then(|s| s.commit.as_ref());
-                match from_log.or(from_manifest) {
-                    Some(c) => (c.offsets.clone(), Some(c.watermark)),
-                    None => (Vec::new(), None),
-                }
-            })
-            .collect();
-        let mut merged: Vec<SourceOffset> = Vec::new();
-        for (offs, _) in &per_shard {
-            for o in offs {
-                match merged.iter_mut().find(|m| m.source == o.source) {
-                    Some(m) => m.offset = m.offset.max(o.offset),
-                    None => merged.push(o.clone()),
-                }
-            }
-        }
-        merged.sort_by(|a, b| a.source.cmp(&b.source));
-        let next_epoch = sealed + 1;
+        let commit_of = |s: u32| {
+            summaries[&s]
+                .commit_for(sealed)
+                .or_else(|| entry(s).and_then(|e| e.commit.as_ref()))
+        };
+        let merged = merge_offsets(all.iter().filter_map(|s| commit_of(*s)));
         let report = RecoveryReport {
-            shards: recovered.clone(),
+            shards: recovered.values().cloned().collect(),
             sealed: Epoch(sealed),
             checkpoint: manifest.as_ref().map(|m| CheckpointId(m.checkpoint)),
             skipped_manifests,
+            layout: layout.clone(),
             elapsed: started.elapsed(),
         };
         let (coordinator, coord_thread) = coordinator::spawn(CoordinatorStart {
@@ -475,27 +414,43 @@ impl Runtime {
             cfg: cfg.coordinator.clone(),
             log_dir: dir.to_path_buf(),
             log_id,
-            next_epoch,
+            next_epoch: sealed + 1,
             sealed,
             next_checkpoint,
             retained,
+            layout,
         })?;
-        for (i, g) in gos.iter().enumerate() {
-            let entry = manifest
-                .as_ref()
-                .and_then(|m| m.shards.iter().find(|s| s.shard as usize == i));
+        for (g, shards_here) in gos.iter().zip(&per_core) {
+            let source = |s: u32| {
+                let r = &recovered[&s];
+                let from = summaries[&s]
+                    .from_point
+                    .map_or(r.next_seq.0, |p| p.seq)
+                    .min(r.next_seq.0);
+                ReplaySource {
+                    shard: ShardId(s),
+                    snapshot: entry(s).map(|e| e.snapshot.clone()),
+                    from: Seq(from),
+                    until: r.next_seq,
+                }
+            };
+            let own = source(shards_here[0]);
+            let commits: Vec<&CommitRecord> =
+                shards_here.iter().filter_map(|s| commit_of(*s)).collect();
             let plan = ReplayPlan {
                 sealed: Epoch(sealed),
                 checkpoint: manifest.as_ref().map(|m| CheckpointId(m.checkpoint)),
-                snapshot: entry.map(|e| e.snapshot.clone()),
-                from: Seq(summaries[i]
-                    .from_point
-                    .map_or(recovered[i].next_seq.0, |p| p.seq)
-                    .min(recovered[i].next_seq.0)),
-                until: recovered[i].next_seq,
-                offsets: per_shard[i].0.clone(),
+                snapshot: own.snapshot,
+                from: own.from,
+                until: own.until,
+                adopted: shards_here[1..].iter().map(|s| source(*s)).collect(),
+                // One commit is passed on as written; several are merged.
+                offsets: match commits.as_slice() {
+                    [one] => one.offsets.clone(),
+                    many => merge_offsets(many.iter().copied()),
+                },
                 merged_offsets: merged.clone(),
-                watermark: per_shard[i].1,
+                watermark: commits.iter().map(|c| c.watermark).min(),
             };
             let _ = g.send(Go::Run(plan));
         }
@@ -505,7 +460,7 @@ impl Runtime {
             shards: handles,
             done: done_rx,
             done_seen: 0,
-            recovered,
+            shard_count: n,
             report,
             manifest,
             dir: dir.to_path_buf(),
@@ -520,12 +475,13 @@ impl Runtime {
 
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
-        self.recovered.len()
+        self.shard_count
     }
 
-    /// What recovery found on each shard at start.
+    /// What recovery found on each shard at start (the runtime's shards,
+    /// then retired ones; see [`RecoveryReport::shards`]).
     pub fn recovered(&self) -> &[ShardRecovery] {
-        &self.recovered
+        &self.report.shards
     }
 
     /// What recovery found and did at start.
@@ -604,6 +560,224 @@ impl Drop for Runtime {
             let _ = self.stop();
         }
     }
+}
+
+/// The shard directories present in `dir`, ascending.
+fn shard_dirs_present(dir: &Path) -> Result<Vec<u32>> {
+    let names = match crate::io::std_fs::list_dir(dir) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    let mut v: Vec<u32> = names
+        .iter()
+        .filter_map(|n| {
+            let d = n.strip_prefix("shard-")?;
+            (!d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| d.parse().ok())
+                .flatten()
+        })
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// Wait for one result per shard from `expect` shards; the first error
+/// wins. A shard whose executor died counts as shut down.
+fn collect<T>(rx: &Receiver<(u32, Result<T>)>, expect: usize) -> Result<BTreeMap<u32, T>> {
+    let mut out = BTreeMap::new();
+    let mut first_err = None;
+    for _ in 0..expect {
+        match rx.recv() {
+            Ok((s, Ok(v))) => {
+                out.insert(s, v);
+            }
+            Ok((_, Err(e))) => {
+                first_err.get_or_insert(e);
+            }
+            Err(_) => {
+                first_err.get_or_insert(Error::ShutDown);
+                break;
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// The highest offset of each source over `commits`, by source name.
+fn merge_offsets<'a>(commits: impl Iterator<Item = &'a CommitRecord>) -> Vec<SourceOffset> {
+    let mut merged: Vec<SourceOffset> = Vec::new();
+    for o in commits.flat_map(|c| &c.offsets) {
+        match merged.iter_mut().find(|m| m.source == o.source) {
+            Some(m) => m.offset = m.offset.max(o.offset),
+            None => merged.push(o.clone()),
+        }
+    }
+    merged.sort_by(|a, b| a.source.cmp(&b.source));
+    merged
+}
+
+/// What one core does: recover its shards, then run the engine code.
+struct CoreJob {
+    core: ShardId,
+    shard_count: usize,
+    /// Shards to recover on this core (its own first) and, for each, the
+    /// checkpoint's replay position.
+    shards: Vec<(u32, Option<u64>)>,
+    log_dir: PathBuf,
+    log_id: [u8; 16],
+    cfg: ShardConfig,
+    auto: bool,
+    poll: Duration,
+    control: control::ShardRx,
+    go: Receiver<Go>,
+    acks: crossbeam_channel::Sender<control::Ack>,
+    scanned: crossbeam_channel::Sender<(u32, Result<ScanSummary>)>,
+    ready: crossbeam_channel::Sender<(u32, Result<ShardRecovery>)>,
+    done: crossbeam_channel::Sender<()>,
+}
+
+async fn run_core<S, F, Fut>(job: CoreJob, storage: S, f: F) -> Result<()>
+where
+    S: Storage,
+    F: Fn(Rc<ShardContext<S>>) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let core = job.core;
+    let fail = |shard: u32, e: &Error| Error::ShardFailed {
+        shard: ShardId(shard),
+        what: "recovery".into(),
+        cause: e.to_string(),
+    };
+    // Phase 1: scan every shard, report what the cut needs.
+    let mut scans = Vec::with_capacity(job.shards.len());
+    for &(s, from_seq) in &job.shards {
+        let sdir = crate::segment::shard_dir(&job.log_dir, ShardId(s));
+        let exp = Expect {
+            log_id: job.log_id,
+            shard: s,
+            max_payload: crate::format::MAX_RECORD_HARD,
+        };
+        let mut summary = ScanSummary::new(from_seq.unwrap_or(0));
+        let scanned = match storage.create_dir_all(&sdir).await {
+            Err(e) => Err(Error::io("create directory", &sdir, e)),
+            Ok(()) => {
+                crate::recovery::shard::scan(&storage, &sdir, exp, from_seq, |fr, seg, off| {
+                    summary.observe(fr, seg, off)
+                })
+                .await
+            }
+        };
+        match scanned {
+            Ok(sc) => {
+                let _ = job.scanned.send((s, Ok(summary)));
+                scans.push(sc);
+            }
+            Err(e) => {
+                let err = fail(s, &e);
+                let _ = job.scanned.send((s, Err(e)));
+                return Err(err);
+            }
+        }
+    }
+    drop(job.scanned);
+    // Phase 2: cut every shard at the sealed epoch; open the writer of the
+    // own shard, leave the others (retired) cut and closed.
+    let Ok(Go::Cut(cuts, epoch)) = job.go.recv() else {
+        return Ok(());
+    };
+    let mut log = None;
+    for (k, (scanned, (s, cut))) in scans.into_iter().zip(cuts).enumerate() {
+        let shard = ShardId(s);
+        let r = if k == 0 {
+            ShardLog::open_scanned(
+                storage.clone(),
+                &job.log_dir,
+                shard,
+                job.log_id,
+                job.cfg.clone(),
+                scanned,
+                cut,
+                Some(epoch),
+            )
+            .await
+            .map(|l| {
+                let r = l.recovery().clone();
+                log = Some(l);
+                r
+            })
+        } else {
+            let sdir = crate::segment::shard_dir(&job.log_dir, shard);
+            match crate::recovery::shard::apply(&storage, &sdir, shard, scanned, cut, Some(epoch))
+                .await
+            {
+                Ok(rec) => {
+                    if let Some(r) = rec.resume {
+                        let _ = r.file.close().await;
+                    }
+                    Ok(rec.report)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match r {
+            Ok(r) => {
+                let _ = job.ready.send((s, Ok(r)));
+            }
+            Err(e) => {
+                let err = fail(s, &e);
+                let _ = job.ready.send((s, Err(e)));
+                if let Some(l) = log {
+                    let _ = l.close().await;
+                }
+                return Err(err);
+            }
+        }
+    }
+    drop(job.ready);
+    let Some(log) = log else {
+        return Ok(());
+    };
+    let Ok(Go::Run(plan)) = job.go.recv() else {
+        return log.close().await;
+    };
+    let ctx = Rc::new(ShardContext {
+        log: log.clone(),
+        shard: core,
+        shard_count: job.shard_count,
+        rx: job.control,
+        acks: job.acks,
+        last_commit: std::cell::RefCell::new(
+            (!plan.offsets.is_empty() || plan.watermark.is_some()).then(|| CommitRecord {
+                epoch: plan.sealed.0,
+                offsets: plan.offsets.clone(),
+                watermark: plan.watermark.unwrap_or(0),
+            }),
+        ),
+        shutdown: Default::default(),
+        stop: Default::default(),
+        plan,
+        log_dir: job.log_dir.clone(),
+    });
+    let auto_task = job
+        .auto
+        .then(|| glommio::spawn_local(auto_barriers(ctx.clone(), job.poll, true)).detach());
+    let r = f(ctx.clone()).await;
+    let _ = job.done.send(());
+    // Until shutdown, barriers are answered on the engine's behalf, so the
+    // final epoch can seal.
+    match auto_task {
+        Some(t) => {
+            t.await;
+        }
+        None => auto_barriers(ctx.clone(), job.poll, false).await,
+    }
+    drop(ctx);
+    let closed = log.close().await;
+    r.and(closed)
 }
 
 /// Answer barriers on the engine's behalf. With `checkpoints` false (the

@@ -77,7 +77,7 @@ pub fn on(cmd: &str, dir: &Path, args: &[&str]) -> Run {
 /// The payload of data record `k` of `epoch` on `shard`: text for even
 /// `k`, binary (not printable) for odd `k`.
 pub fn payload(shard: u32, epoch: u64, k: u64) -> Vec<u8> {
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         format!("shard {shard} epoch {epoch} record {k}").into_bytes()
     } else {
         let mut v = vec![0u8, 0xff, 0x01, 0x80];

@@ -173,6 +173,17 @@ pub async fn drain<S: Storage>(mut r: ShardReader<S>) -> shardwal::Result<Vec<Re
     Ok(out)
 }
 
+/// Every record a merged reader (e.g. `ShardContext::replay`) yields.
+pub async fn drain_merged<S: Storage>(
+    mut r: shardwal::MergedReader<S>,
+) -> shardwal::Result<Vec<Rec>> {
+    let mut out = Vec::new();
+    while let Some(rec) = r.next().await? {
+        out.push(Rec::of(&rec));
+    }
+    Ok(out)
+}
+
 /// Every record of `shard` from `from` on, read with blocking std files.
 pub fn read_shard(dir: &Path, shard: u32, from: u64) -> Vec<Rec> {
     futures_lite::future::block_on(async {

@@ -344,7 +344,7 @@ fn appends(
         let mut n = 0u64;
         'outer: loop {
             for _ in 0..1024 {
-                if n % stride == 0 {
+                if n.is_multiple_of(stride) {
                     let t0 = Instant::now();
                     log.append(&p).await?;
                     sw.record(t0.elapsed());
@@ -379,7 +379,7 @@ fn appends(
         let mut n = 0u64;
         loop {
             for _ in 0..1024 {
-                if n % stride == 0 {
+                if n.is_multiple_of(stride) {
                     let t0 = Instant::now();
                     w.write_all(&p).map_err(|e| err(&path, e))?;
                     raw.record(t0.elapsed());
