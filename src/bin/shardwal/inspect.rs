@@ -84,13 +84,13 @@ pub fn shard_status(scan: &ShardScan) -> String {
 }
 
 /// The sealed epoch recovery would compute: the smallest last barrier over
-/// shards, at least `floor` (the newest valid checkpoint's epoch).
-pub fn sealed_epoch(views: &[ShardView], floor: u64) -> u64 {
-    views
-        .iter()
-        .map(|v| v.summary.last_barrier(floor))
-        .min()
-        .unwrap_or(floor)
+/// the written shards, at least `floor` (the newest valid checkpoint's
+/// epoch). `views` are in `log.shards` order.
+pub fn sealed_epoch(log: &LogDir, views: &[ShardView], floor: u64) -> u64 {
+    log.sealed_epoch(floor, |s| {
+        let i = log.shards.iter().position(|x| *x == s)?;
+        Some(views[i].summary.last_barrier(floor))
+    })
 }
 
 /// Scan every shard of `log` from its first segment.
@@ -249,7 +249,7 @@ pub fn run(dir: &Path, json: bool) -> CmdResult {
     let views = scan_all(&log, !json)?;
     let newest = newest_valid(&manifests);
     let floor = newest.map_or(0, |m| m.epoch);
-    let sealed = sealed_epoch(&views, floor);
+    let sealed = sealed_epoch(&log, &views, floor);
     let (size, allocated, files) = log.disk_usage();
     let corrupt = views
         .iter()
@@ -352,6 +352,19 @@ pub fn run(dir: &Path, json: bool) -> CmdResult {
     println!("log          {}", dir.display());
     println!("log id       {}", hex(&log.log_id));
     println!("shards       {}", log.shards.len());
+    if !log.layout.retired.is_empty() {
+        let r: Vec<String> = log
+            .layout
+            .retired
+            .iter()
+            .map(|r| format!("{} (at epoch {})", r.shard, r.epoch))
+            .collect();
+        println!(
+            "re-sharded   written by {} shards; retired: {}",
+            log.layout.active(),
+            r.join(", ")
+        );
+    }
     println!(
         "sealed epoch {sealed}  (smallest last barrier over shards{})",
         newest.map_or(String::new(), |m| format!(

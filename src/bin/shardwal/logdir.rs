@@ -21,7 +21,7 @@ use shardwal::format::{BLOCK, MAX_RECORD_HARD, log_id};
 use shardwal::log_dir::LOG_ID_FILE;
 use shardwal::recovery::{Corrupt, Expect, ScanOutcome, Scanner, SegmentBytes};
 use shardwal::segment::{parse_segment_name, shard_dir};
-use shardwal::{RecordKind, ShardId};
+use shardwal::{Layout, RecordKind, ShardId};
 
 use crate::progress::Progress;
 use crate::ro::{self, ReadOnly};
@@ -35,6 +35,8 @@ pub struct LogDir {
     pub log_id: [u8; 16],
     /// The shard ids that have a directory, ascending.
     pub shards: Vec<u32>,
+    /// The shard layout: from `LAYOUT`, or implied by the directories.
+    pub layout: Layout,
 }
 
 /// One manifest file and what reading it gave.
@@ -231,17 +233,30 @@ impl LogDir {
             .collect();
         shards.sort_unstable();
         shards.dedup();
+        let layout = block_on(shardwal::layout::read(&ReadOnly, path, log_id))
+            .map_err(|e| Fail::new(EXIT_ERROR, format!("{}: {e}", path.display())))?
+            .unwrap_or_else(|| Layout::implicit(log_id, &shards));
         Ok(LogDir {
             path: path.to_path_buf(),
             log_id,
             shards,
+            layout,
         })
     }
 
-    /// The number of shards a runtime must have to open this log: one past
-    /// the highest shard directory.
+    /// The number of shards the log is written by (its layout's written
+    /// shards; without a `LAYOUT` file, one past the highest shard
+    /// directory). Opening it with another number re-shards it.
     pub fn shard_count(&self) -> usize {
-        self.shards.last().map_or(0, |s| *s as usize + 1)
+        self.layout.active() as usize
+    }
+
+    /// The sealed epoch recovery would compute from each shard's
+    /// `last_barrier` (retired shards do not count; see
+    /// `shardwal::layout`), at least `floor`.
+    pub fn sealed_epoch(&self, floor: u64, last_barrier: impl Fn(u32) -> Option<u64>) -> u64 {
+        self.layout
+            .sealed(floor, |s| last_barrier(s).unwrap_or(floor).max(floor))
     }
 
     /// The directory of shard `s`.

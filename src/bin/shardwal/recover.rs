@@ -92,12 +92,12 @@ pub fn plan(log: &LogDir, progress: bool) -> Result<Report, Fail> {
         .filter(|m| m.id > used)
         .filter_map(|m| m.result.as_ref().err().map(|e| (m.id, e.clone())))
         .collect();
-    let n = log.shard_count() as u32;
-    let all: Vec<u32> = (0..n).collect();
+    // Every shard with a log to recover: written and retired ones.
+    let all: Vec<u32> = log.layout.data_shards();
     let mut prog = Progress::new("scanning", log.segment_bytes(&all), progress);
     let mut scans = Vec::new();
     let mut segment_size = None;
-    for s in 0..n {
+    for &s in &all {
         let entry = manifest
             .as_ref()
             .and_then(|m| m.shards.iter().find(|e| e.shard == s));
@@ -139,14 +139,12 @@ pub fn plan(log: &LogDir, progress: bool) -> Result<Report, Fail> {
     }
     drop(prog);
     let floor = manifest.as_ref().map_or(0, |m| m.epoch);
-    let sealed = scans
-        .iter()
-        .map(|(s, _, _)| s.last_barrier(floor))
-        .min()
-        .unwrap_or(floor);
+    let sealed = log.sealed_epoch(floor, |s| {
+        let i = all.iter().position(|x| *x == s)?;
+        Some(scans[i].0.last_barrier(floor))
+    });
     let mut shards = Vec::new();
-    for (s, (summary, outcome, marks)) in scans.iter().enumerate() {
-        let s = s as u32;
+    for (&s, (summary, outcome, marks)) in all.iter().zip(&scans) {
         let mut row = ShardRow {
             shard: s,
             records: outcome.records,
