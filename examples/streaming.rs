@@ -137,9 +137,12 @@ async fn engine(
         eprintln!("shard {me}: plan {plan:?}");
     }
     let mut state = State::new();
-    if let Some(bytes) = ctx.snapshot().await?
-        && !bytes.is_empty()
-    {
+    // This shard's snapshot and, after re-sharding, those of the retired
+    // shards this core replays.
+    for (_, bytes) in ctx.snapshots().await? {
+        if bytes.is_empty() {
+            continue;
+        }
         let snap: Snapshot = payloads::decode(&bytes, "snapshot")?;
         for (k, w, c, s) in snap.entries {
             state.insert((k, w), (c, s));
