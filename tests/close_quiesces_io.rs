@@ -2,15 +2,12 @@
 //! more I/O in its directory — no segment is created, grown or removed
 //! after it — so the directory can be reopened, copied or deleted at once.
 //!
-//! Ignored until the writer is fixed: `close` (and dropping the last
-//! handle) only flags the shard closed; the segment-preparation task goes
-//! on creating and zero-filling the next segment. Reopening the directory
-//! on the same executor then races with it: recovery removes the segment
-//! being prepared, and glommio panics in `DmaFile::open_at`
-//! (`statfs(path).unwrap()`) when the file vanishes between its open and
-//! its statfs. Tasks still running when their executor ends also leak
-//! their files. The other tests keep clear of the race: they never reopen
-//! a directory on the executor that closed it.
+//! `close` flags the shard closed, then awaits its write, sync and
+//! segment-preparation tasks; the preparation of a next segment stops
+//! between zero-fill chunks. Before that fix, reopening a directory on the
+//! executor that closed it raced with the preparation task (glommio panics
+//! in `DmaFile::open_at` when the file vanishes between its open and its
+//! statfs).
 
 mod common;
 
@@ -40,7 +37,6 @@ fn snapshot(dir: &Path) -> BTreeMap<String, u64> {
 }
 
 #[test]
-#[ignore = "writer bug: close() does not wait for the segment-preparation task; un-ignore once fixed"]
 fn no_segment_is_touched_after_close_returns() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().to_path_buf();

@@ -441,9 +441,6 @@ fn a_torn_header_of_a_freshly_rolled_segment_drops_only_that_segment() {
 }
 
 #[test]
-#[ignore = "flaky: a DmaStorage reopen after zeroing a freshly rolled segment sometimes hangs \
-            (seen 2 of ~8 runs on a loaded machine); suspected the close()/segment-preparation \
-            race of tests/close_quiesces_io.rs. The StdStorage twin of this scenario runs."]
 fn a_zeroed_freshly_rolled_segment_is_a_torn_tail_direct_io() {
     scenario(
         "torn-fresh-dma",

@@ -49,6 +49,9 @@ pub(crate) struct Inner<S: Storage> {
     prepare_signal: Signal,
     durable_waiters: WakeList,
     space_waiters: WakeList,
+    /// The background tasks that do I/O (write, sync, prepare), awaited by
+    /// `close` so that no I/O happens in the directory after it returns.
+    io_tasks: RefCell<Vec<glommio::task::JoinHandle<()>>>,
 }
 
 impl<S: Storage> Inner<S> {
@@ -284,9 +287,10 @@ impl<S: Storage> ShardLog<S> {
                 // A new log, or a segment size change: start a fresh segment.
                 let index = rec.max_index.map_or(0, |i| i + 1);
                 drop(other);
-                let prepared = tasks::prepare_segment_with(&storage, &dir, &cfg, index)
+                let prepared = tasks::prepare_segment_with(&storage, &dir, &cfg, index, &|| false)
                     .await
-                    .map_err(|e| Error::io("prepare segment", &dir, std::io::Error::other(e)))?;
+                    .map_err(|e| Error::io("prepare segment", &dir, std::io::Error::other(e)))?
+                    .expect("preparation without a stop condition completes");
                 let header = SegmentHeader {
                     log_id,
                     shard: shard.0,
@@ -343,11 +347,14 @@ impl<S: Storage> ShardLog<S> {
             prepare_signal: Signal::default(),
             durable_waiters: WakeList::with_capacity(256),
             space_waiters: WakeList::with_capacity(256),
+            io_tasks: RefCell::new(Vec::with_capacity(3)),
             cfg,
         });
-        glommio::spawn_local(tasks::write_task(inner.clone())).detach();
-        glommio::spawn_local(tasks::sync_task(inner.clone())).detach();
-        glommio::spawn_local(tasks::prepare_task(inner.clone())).detach();
+        *inner.io_tasks.borrow_mut() = vec![
+            glommio::spawn_local(tasks::write_task(inner.clone())).detach(),
+            glommio::spawn_local(tasks::sync_task(inner.clone())).detach(),
+            glommio::spawn_local(tasks::prepare_task(inner.clone())).detach(),
+        ];
         if let FsyncPolicy::Interval(d) = inner.cfg.fsync {
             glommio::spawn_local(tasks::interval_task(inner.clone(), d)).detach();
         }
@@ -546,14 +553,24 @@ impl<S: Storage> ShardLog<S> {
     /// corruption rather than mistaken for a torn tail.
     pub async fn close(self) -> Result<()> {
         let inner = self.inner();
-        self.sync().await?;
-        let appended = inner.st.borrow().stats.records > 0;
-        if appended {
-            inner.append(RecordKind::Close, &[]).await?;
+        let flushed = async {
             self.sync().await?;
+            if inner.st.borrow().stats.records > 0 {
+                inner.append(RecordKind::Close, &[]).await?;
+                self.sync().await?;
+            }
+            Ok::<(), Error>(())
         }
+        .await;
         inner.st.borrow_mut().closed = true;
         inner.wake_everyone();
+        // Quiesce: the background tasks see `closed` and return (the
+        // preparation of a next segment stops between zero-fill chunks).
+        let tasks = std::mem::take(&mut *inner.io_tasks.borrow_mut());
+        for t in tasks {
+            t.await;
+        }
+        flushed?;
         let st = inner.st.borrow();
         st.check_usable_after_close(inner.shard)
     }

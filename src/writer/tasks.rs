@@ -241,8 +241,15 @@ pub(crate) async fn prepare_task<S: Storage>(inner: Rc<Inner<S>>) {
             inner.prepare_signal.wait().await;
             continue;
         };
-        match prepare_segment_with(&inner.storage, &inner.dir, &inner.cfg, index).await {
-            Ok(p) => {
+        let stop = || {
+            let st = inner.st.borrow();
+            st.closed || st.poison.is_some()
+        };
+        match prepare_segment_with(&inner.storage, &inner.dir, &inner.cfg, index, &stop).await {
+            // Closed while zero-filling: the blank file is left for
+            // recovery (a blank segment at the end of the log is removed).
+            Ok(None) => break,
+            Ok(Some(p)) => {
                 inner.st.borrow_mut().next_segment = Some(p);
                 inner.space_waiters.wake_all();
             }
@@ -254,13 +261,15 @@ pub(crate) async fn prepare_task<S: Storage>(inner: Rc<Inner<S>>) {
     }
 }
 
-/// Create and prepare segment file `index` in `dir`.
+/// Create and prepare segment file `index` in `dir`. `None` if `stop`
+/// turned true while it was zero-filling.
 pub(crate) async fn prepare_segment_with<S: Storage>(
     storage: &S,
     dir: &Path,
     cfg: &crate::config::ShardConfig,
     index: u64,
-) -> Result<Prepared<S>, String> {
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<Prepared<S>>, String> {
     let path: Rc<Path> = Rc::from(dir.join(segment_name(index)));
     let ctx = |op: &str, e: std::io::Error| format!("{op} of {} failed: {e}", path.display());
     // A leftover from a crash during an earlier preparation holds no data.
@@ -283,6 +292,10 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
             let zero = Rc::new(zero);
             let mut off = 0;
             while off < size {
+                if stop() {
+                    let _ = file.close().await;
+                    return Ok(None);
+                }
                 let n = file
                     .write_at(zero.clone(), off)
                     .await
@@ -304,7 +317,7 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
         .sync_dir(dir)
         .await
         .map_err(|e| ctx("directory fsync", e))?;
-    Ok(Prepared { file, path, index })
+    Ok(Some(Prepared { file, path, index }))
 }
 
 /// Request a sync every `every` while there are records that are not durable.
