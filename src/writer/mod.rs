@@ -303,7 +303,7 @@ impl<S: Storage> ShardLog<S> {
                 header.encode_into(buf.as_mut_slice());
                 segments.push_back((index, next_seq, prepared.path.clone()));
                 let seg = Segment {
-                    file: Rc::new(prepared.file),
+                    file: prepared.file,
                     path: prepared.path,
                     index,
                     seed: header.seed(),

@@ -31,7 +31,8 @@ pub(crate) struct Segment<S: Storage> {
 
 /// A prepared, empty file for the next segment.
 pub(crate) struct Prepared<S: Storage> {
-    pub file: S::File,
+    /// Already behind an `Rc`, so that rolling onto it allocates nothing.
+    pub file: Rc<S::File>,
     pub path: Rc<Path>,
     pub index: u64,
 }
@@ -316,7 +317,7 @@ impl<S: Storage> State<S> {
         self.segments
             .push_back((prepared.index, self.next_seq, prepared.path.clone()));
         self.seg = Segment {
-            file: Rc::new(prepared.file),
+            file: prepared.file,
             path: prepared.path,
             index: prepared.index,
             seed: header.seed(),

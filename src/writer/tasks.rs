@@ -250,7 +250,15 @@ pub(crate) async fn prepare_task<S: Storage>(inner: Rc<Inner<S>>) {
             // recovery (a blank segment at the end of the log is removed).
             Ok(None) => break,
             Ok(Some(p)) => {
-                inner.st.borrow_mut().next_segment = Some(p);
+                let mut st = inner.st.borrow_mut();
+                // The roll onto it (inside an append) records it in the
+                // live-segments list: make room here, off the hot path.
+                if st.segments.len() == st.segments.capacity() {
+                    let more = st.segments.len().max(8);
+                    st.segments.reserve(more);
+                }
+                st.next_segment = Some(p);
+                drop(st);
                 inner.space_waiters.wake_all();
             }
             Err(e) => {
@@ -317,7 +325,11 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
         .sync_dir(dir)
         .await
         .map_err(|e| ctx("directory fsync", e))?;
-    Ok(Some(Prepared { file, path, index }))
+    Ok(Some(Prepared {
+        file: Rc::new(file),
+        path,
+        index,
+    }))
 }
 
 /// Request a sync every `every` while there are records that are not durable.
