@@ -73,9 +73,17 @@ pub(crate) struct ChunkStream<S: Storage> {
     /// Reads in flight, in file order.
     queue: VecDeque<Pending>,
     pool: Vec<AlignedBuf>,
-    /// Bytes per read, and head room before each (tests shrink them).
+    /// Bytes per read, and head room before each (tests shrink them). Both
+    /// start small and are fitted to the files (see `fit`), so that reading
+    /// a small log does not allocate and zero 2 × 9 MiB of buffers.
     chunk: usize,
     room: usize,
+    /// The largest `chunk` and `room` allowed.
+    max_chunk: usize,
+    max_room: usize,
+    /// A buffer was allocated: `room` is fixed from then on (reads in
+    /// flight put their bytes at that offset).
+    allocated: bool,
     /// The current file.
     cur: Option<usize>,
     /// End of the current file, as far as known.
@@ -102,8 +110,11 @@ impl<S: Storage> ChunkStream<S> {
             open_error: None,
             queue: VecDeque::new(),
             pool: Vec::new(),
-            chunk: CHUNK,
-            room: ROOM,
+            chunk: BLOCK,
+            room: BLOCK,
+            max_chunk: CHUNK,
+            max_room: ROOM,
+            allocated: false,
             cur: None,
             cur_len: 0,
             buf: None,
@@ -118,7 +129,7 @@ impl<S: Storage> ChunkStream<S> {
     /// room (block multiples), to exercise frames straddling reads.
     #[cfg(test)]
     pub(crate) fn with_sizes(mut self, chunk: usize, room: usize) -> ChunkStream<S> {
-        (self.chunk, self.room) = (chunk, room);
+        (self.max_chunk, self.max_room) = (chunk, room);
         self
     }
 
@@ -200,7 +211,10 @@ impl<S: Storage> ChunkStream<S> {
                 let k = self.opened;
                 self.opened += 1;
                 match self.open(k).await {
-                    Ok(f) => self.files[k] = Some(f),
+                    Ok(f) => {
+                        self.fit(f.len);
+                        self.files[k] = Some(f);
+                    }
                     Err(e) => self.open_error = Some((k, e)),
                 }
                 continue;
@@ -213,10 +227,10 @@ impl<S: Storage> ChunkStream<S> {
                 .unwrap_or(self.chunk)
                 .min(self.chunk);
             f.issued += len as u64;
-            let buf = self
-                .pool
-                .pop()
-                .unwrap_or_else(|| AlignedBuf::zeroed(self.room + self.chunk));
+            let buf = self.pool.pop().unwrap_or_else(|| {
+                self.allocated = true;
+                AlignedBuf::zeroed(self.room + self.chunk)
+            });
             let read = f
                 .handle
                 .clone()
@@ -231,6 +245,24 @@ impl<S: Storage> ChunkStream<S> {
                 fut: if done.is_none() { Some(fut) } else { None },
                 done,
             });
+        }
+    }
+
+    /// Fit the read size to a file of `len` bytes: as large as the largest
+    /// file opened so far, up to `max_chunk`; and, until the first buffer
+    /// is allocated, the head room likewise.
+    fn fit(&mut self, len: u64) {
+        let want = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(self.max_chunk);
+        let want = align_up(want, BLOCK).max(BLOCK);
+        if want > self.chunk {
+            self.chunk = want;
+            // Buffers of the old size are dropped as they come back.
+            self.pool.clear();
+        }
+        if !self.allocated {
+            self.room = self.chunk.min(self.max_room);
         }
     }
 
