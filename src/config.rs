@@ -49,6 +49,13 @@ pub struct ShardConfig {
     pub fsync: FsyncPolicy,
     /// How the next segment is prepared.
     pub prepare: SegmentPrepare,
+    /// Repair on open: mid-log corruption, normally refused with
+    /// `Error::Corruption`, is instead cut off like a torn tail: the
+    /// damaged record and everything after it are dropped, and the drop is
+    /// reported in `ShardRecovery::repaired`. Acknowledged records after
+    /// the damage are lost, so this is for an operator's explicit choice.
+    /// Default false.
+    pub repair: bool,
 }
 
 impl Default for ShardConfig {
@@ -60,6 +67,7 @@ impl Default for ShardConfig {
             max_record_size: 1 << 20,
             fsync: FsyncPolicy::PerEpoch,
             prepare: SegmentPrepare::ZeroFill,
+            repair: false,
         }
     }
 }

@@ -49,6 +49,7 @@ fn config(prepare: SegmentPrepare) -> ShardConfig {
         max_record_size: 4096,
         fsync: FsyncPolicy::Never,
         prepare,
+        repair: false,
     }
 }
 

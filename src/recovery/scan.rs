@@ -94,6 +94,9 @@ pub struct ScanOutcome {
     pub dropped: Vec<PathBuf>,
     /// Set when a torn tail was cut.
     pub torn: Option<TornTail>,
+    /// Set when mid-log corruption was dropped on request (repair): where
+    /// it was, what failed, and the bytes dropped from there on.
+    pub repaired: Option<TornTail>,
     /// Sequence number for the next record.
     pub next_seq: u64,
     /// Epoch for the next record (last record's epoch, or +1 after a barrier).
@@ -202,6 +205,7 @@ impl Scanner {
                 kept: Vec::new(),
                 dropped: Vec::new(),
                 torn: None,
+                repaired: None,
                 next_seq: 0,
                 next_epoch: None,
                 records: 0,
@@ -389,6 +393,32 @@ impl Scanner {
 
     /// Decide what a stop means (see the table in the module docs).
     pub fn decide(&mut self, stop: Stop) -> Result<ScanOutcome, Corrupt> {
+        self.decide_with(stop, false)
+    }
+
+    /// [`Scanner::decide`]; with `repair`, corruption is not an error: the
+    /// log is cut at the stop like a torn tail, and what was dropped is
+    /// reported in [`ScanOutcome::repaired`].
+    pub fn decide_with(&mut self, stop: Stop, repair: bool) -> Result<ScanOutcome, Corrupt> {
+        match self.corruption(&stop) {
+            Some(c) if !repair => Err(c),
+            Some(c) => {
+                self.out.repaired = Some(TornTail {
+                    path: c.path,
+                    offset: c.offset,
+                    detail: c.detail,
+                    bytes: stop.cut_bytes,
+                });
+                self.out.dropped = stop.dropped;
+                self.out.next_seq = stop.expected.unwrap_or(0);
+                Ok(self.out.clone())
+            }
+            None => Ok(self.torn_or_clean(stop)),
+        }
+    }
+
+    /// The corruption a stop reveals, if any (rows 1–3 of the table).
+    fn corruption(&self, stop: &Stop) -> Option<Corrupt> {
         let damaged = match stop.expected {
             Some(e) => stop.vouch > e,
             // The first segment's header is unreadable: any later valid
@@ -397,21 +427,22 @@ impl Scanner {
         };
         let e = stop.expected.unwrap_or(0);
         if damaged {
-            return Err(Corrupt {
-                path: stop.path,
+            return Some(Corrupt {
+                path: stop.path.clone(),
                 offset: stop.offset as u64,
                 detail: format!("{} (later records show seq {e} was durable)", stop.detail),
             });
         }
-        if let Some((path, d)) = stop.damaged_header {
-            return Err(Corrupt {
-                path,
-                offset: 0,
-                detail: format!(
-                    "damaged segment header: {d} (a crash leaves a header blank or whole)"
-                ),
-            });
-        }
+        stop.damaged_header.as_ref().map(|(path, d)| Corrupt {
+            path: path.clone(),
+            offset: 0,
+            detail: format!("damaged segment header: {d} (a crash leaves a header blank or whole)"),
+        })
+    }
+
+    /// A stop that is not corruption: a torn tail or a clean end (rows 4–5).
+    fn torn_or_clean(&mut self, stop: Stop) -> ScanOutcome {
+        let e = stop.expected.unwrap_or(0);
         if stop.here_nonzero || stop.later_nonzero {
             self.out.torn = Some(TornTail {
                 path: stop.path,
@@ -422,7 +453,7 @@ impl Scanner {
         }
         self.out.dropped = stop.dropped;
         self.out.next_seq = e;
-        Ok(self.out.clone())
+        self.out.clone()
     }
 }
 

@@ -38,6 +38,10 @@ pub struct ShardRecovery {
     pub elapsed: Duration,
     /// Records of unsealed epochs cut on purpose (consistent cut).
     pub cut_records: u64,
+    /// Mid-log corruption dropped on request (`ShardConfig::repair`):
+    /// where it was, what failed, and the bytes dropped from there on. Every
+    /// record from that point on is gone, acknowledged or not.
+    pub repaired: Option<TornTail>,
     /// Epochs with records on this shard since the replay position.
     pub epochs_seen: u64,
 }
@@ -109,12 +113,15 @@ pub struct CutPoint {
 
 /// Scan the shard directory `dir` without changing it. Segments wholly
 /// before `from_seq` are skipped. `on_frame` sees every valid frame in log
-/// order with its segment index and offset.
+/// order with its segment index and offset. Mid-log corruption is an
+/// error, or with `repair` a cut at the damage (reported in
+/// [`ScanOutcome::repaired`](super::scan::ScanOutcome::repaired)).
 pub(crate) async fn scan<S: Storage>(
     storage: &S,
     dir: &Path,
     exp: Expect,
     from_seq: Option<u64>,
+    repair: bool,
     mut on_frame: impl FnMut(&Frame<'_>, u64, usize),
 ) -> Result<Scanned> {
     let started = Instant::now();
@@ -184,7 +191,7 @@ pub(crate) async fn scan<S: Storage>(
             }
             let shard = ShardId(exp.shard);
             let decided = scanner
-                .decide(stop)
+                .decide_with(stop, repair)
                 .map_err(|c| corrupt(shard, c.path, c.offset, c.detail))?;
             outcome = Some(decided);
             break;
@@ -312,6 +319,7 @@ pub(crate) async fn apply<S: Storage>(
         records: outcome.records,
         bytes: outcome.bytes,
         torn: outcome.torn.clone(),
+        repaired: outcome.repaired.clone(),
         removed_segments: outcome.dropped.len(),
         next_seq: Seq(outcome.next_seq),
         epoch: Epoch(

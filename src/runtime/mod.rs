@@ -665,9 +665,14 @@ where
         let scanned = match storage.create_dir_all(&sdir).await {
             Err(e) => Err(Error::io("create directory", &sdir, e)),
             Ok(()) => {
-                crate::recovery::shard::scan(&storage, &sdir, exp, from_seq, |fr, seg, off| {
-                    summary.observe(fr, seg, off)
-                })
+                crate::recovery::shard::scan(
+                    &storage,
+                    &sdir,
+                    exp,
+                    from_seq,
+                    job.cfg.repair,
+                    |fr, seg, off| summary.observe(fr, seg, off),
+                )
                 .await
             }
         };

@@ -234,7 +234,9 @@ impl<S: Storage> ShardLog<S> {
             shard: shard.0,
             max_payload: crate::format::MAX_RECORD_HARD,
         };
-        let scanned = crate::recovery::shard::scan(&storage, &dir, exp, None, |_, _, _| {}).await?;
+        let scanned =
+            crate::recovery::shard::scan(&storage, &dir, exp, None, cfg.repair, |_, _, _| {})
+                .await?;
         Self::open_scanned(storage, log_dir, shard, log_id, cfg, scanned, None, None).await
     }
 

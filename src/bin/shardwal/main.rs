@@ -123,6 +123,10 @@ enum Cmd {
         /// Compute and print the recovery report; change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Drop mid-log corruption (the damaged record and everything
+        /// after it on that shard) instead of refusing, and report it.
+        #[arg(long, conflicts_with = "dry_run")]
+        repair: bool,
     },
     /// Macro-benchmark: shardwal against raw file baselines, in one run.
     Bench(bench::Args),
@@ -150,7 +154,11 @@ fn main() -> ExitCode {
             },
         ),
         Cmd::Verify { dir } => verify::run(&dir, json),
-        Cmd::Recover { dir, dry_run } => recover::run(&dir, dry_run, json),
+        Cmd::Recover {
+            dir,
+            dry_run,
+            repair,
+        } => recover::run(&dir, dry_run, repair, json),
         Cmd::Bench(args) => bench::run(&args, json),
     };
     match r {

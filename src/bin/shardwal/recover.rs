@@ -380,17 +380,23 @@ fn shard_config(segment_size: Option<u64>) -> ShardConfig {
         max_record_size: room.min(64 << 10),
         fsync: FsyncPolicy::PerEpoch,
         prepare: SegmentPrepare::Create,
+        repair: false,
     }
 }
 
 /// Run `recover`.
-pub fn run(dir: &Path, dry_run: bool, json: bool) -> CmdResult {
+pub fn run(dir: &Path, dry_run: bool, repair: bool, json: bool) -> CmdResult {
     let log = LogDir::open(dir)?;
-    let planned = plan(&log, !json)?;
-    if dry_run {
-        print_report(dir, &planned, true, json, None);
-        return Ok(EXIT_OK);
-    }
+    // With --repair, corruption found by the plan is what is to be dropped.
+    let segment_size = match plan(&log, !json) {
+        Ok(planned) if dry_run => {
+            print_report(dir, &planned, true, json, None);
+            return Ok(EXIT_OK);
+        }
+        Ok(planned) => planned.segment_size,
+        Err(f) if repair && !dry_run && f.code == EXIT_CORRUPT => None,
+        Err(f) => return Err(f),
+    };
     let n = log.shard_count();
     if n == 0 {
         if !json {
@@ -408,7 +414,10 @@ pub fn run(dir: &Path, dry_run: bool, json: bool) -> CmdResult {
         .map_err(|e| Fail::new(EXIT_ERROR, format!("{}: {e}", dir.display())))?;
     let cfg = RuntimeConfig {
         shards: Some(n),
-        shard: shard_config(planned.segment_size),
+        shard: ShardConfig {
+            repair,
+            ..shard_config(segment_size)
+        },
         pin: false,
         ..RuntimeConfig::default()
     };
@@ -421,9 +430,29 @@ pub fn run(dir: &Path, dry_run: bool, json: bool) -> CmdResult {
         Fail::new(code, format!("recovery failed: {e}"))
     })?;
     let report = from_runtime(rt.recovery_report());
+    let repaired: Vec<(u32, TornTail)> = rt
+        .recovery_report()
+        .shards
+        .iter()
+        .filter_map(|s| s.repaired.clone().map(|r| (s.shard.0, r)))
+        .collect();
     let coord = rt.coordinator();
     rt.shutdown()
         .map_err(|e| Fail::new(EXIT_ERROR, format!("shutdown after recovery failed: {e}")))?;
     print_report(dir, &report, false, json, Some(coord.sealed_epoch().0));
+    for (s, r) in &repaired {
+        let line = format!(
+            "shard {s}: repaired: dropped {} bytes from {} offset {} on: {}",
+            r.bytes,
+            r.path.display(),
+            r.offset,
+            r.detail
+        );
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
     Ok(EXIT_OK)
 }
