@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
-use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement, PoolPlacement};
 
 use crate::checkpoint::CommitRecord;
 use crate::checkpoint::manifest::{self, Manifest};
@@ -319,6 +319,10 @@ impl Runtime {
             let h = LocalExecutorBuilder::new(placement)
                 .name(&format!("shardwal-{i}"))
                 .io_memory(cfg.io_memory)
+                // Recovery's reads run on the blocking pool (glommio's DMA
+                // reads fail on this kernel): two unbound threads keep two
+                // reads in flight without taking the executor's core.
+                .blocking_thread_pool_placement(PoolPlacement::Unbound(2))
                 .spawn(move || async move {
                     let storage = ms(job.core);
                     run_core(job, storage, move |ctx| f(ctx)).await

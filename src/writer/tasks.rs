@@ -225,6 +225,26 @@ pub(crate) async fn sync_task<S: Storage>(inner: Rc<Inner<S>>) {
 
 /// Keep the next segment file prepared.
 pub(crate) async fn prepare_task<S: Storage>(inner: Rc<Inner<S>>) {
+    // Right after reopening a log that has records (a restart), the engine
+    // replays it before it appends: zero-filling the next segment then
+    // would compete with the replay's reads for the device. Wait for the
+    // first append, unless the resumed segment is already more than half
+    // full. A new log prepares at once.
+    let opened_at = inner.st.borrow().next_seq;
+    loop {
+        let wait = {
+            let st = inner.st.borrow();
+            let fill = st.buf_pos + st.buf_len as u64;
+            !(st.closed || st.poison.is_some())
+                && opened_at > 0
+                && st.next_seq == opened_at
+                && fill <= inner.params.segment_size / 2
+        };
+        if !wait {
+            break;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
     loop {
         let index = {
             let st = inner.st.borrow();
