@@ -2,11 +2,10 @@
 //! initialised and read by every shard when it opens.
 
 use std::path::Path;
-use std::rc::Rc;
 
 use crate::error::{Error, Result};
 use crate::format::{BLOCK, log_id};
-use crate::io::{IoBuf, Storage, StorageFile};
+use crate::io::{Storage, StorageFile};
 
 /// Name of the log id file.
 pub const LOG_ID_FILE: &str = "LOG_ID";
@@ -55,39 +54,10 @@ pub async fn load_or_init<S: Storage>(storage: &S, dir: &Path) -> Result<[u8; 16
         Ok(f) => read_id(f, &path).await,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = log_id::random();
-            let tmp = dir.join(format!("{LOG_ID_FILE}.tmp"));
-            let _ = storage.remove(&tmp).await;
-            let f = storage
-                .open(&tmp, true)
-                .await
-                .map_err(|e| Error::io("create", &tmp, e))?;
-            let mut buf = storage.alloc_buf(BLOCK);
-            buf.as_mut_slice().fill(0);
-            buf.as_mut_slice()[..log_id::LOG_ID_LEN].copy_from_slice(&log_id::encode(id));
-            let n = f
-                .write_at(Rc::new(buf), 0)
-                .await
-                .map_err(|e| Error::io("write", &tmp, e))?;
-            if n != BLOCK {
-                return Err(Error::ShortWrite {
-                    path: tmp,
-                    offset: 0,
-                    written: n,
-                    expected: BLOCK,
-                });
-            }
-            f.sync_data()
-                .await
-                .map_err(|e| Error::io("fdatasync", &tmp, e))?;
-            let _ = f.close().await;
-            storage
-                .rename(&tmp, &path)
-                .await
-                .map_err(|e| Error::io("rename", &path, e))?;
-            storage
-                .sync_dir(dir)
-                .await
-                .map_err(|e| Error::io("directory fsync", dir, e))?;
+            // One block: the id, then zeros (the file is read in blocks).
+            let mut block = vec![0u8; BLOCK];
+            block[..log_id::LOG_ID_LEN].copy_from_slice(&log_id::encode(id));
+            crate::meta_file::write_atomic(storage, dir, LOG_ID_FILE, &block).await?;
             Ok(id)
         }
         Err(e) => Err(Error::io("open", &path, e)),
