@@ -217,7 +217,10 @@ where
 {
     let (tx, rx) = crossbeam_channel::unbounded::<(u32, Duration, u64, f64, f64)>();
     let t0 = Instant::now();
-    let rt = Runtime::start_with(dir, config(true), make, move |ctx| {
+    // User mode: the engine polls for control events itself, every 1 ms
+    // once it has replayed (auto mode's 50 µs poll would share the core
+    // with the replay and be counted in its CPU time).
+    let rt = Runtime::start_with(dir, config(false), make, move |ctx| {
         let tx = tx.clone();
         async move {
             // CPU time of this shard's thread so far: executor start-up,
@@ -235,10 +238,17 @@ where
             std::hint::black_box(sum);
             let replay_cpu = thread_cpu() - scan_cpu;
             let _ = tx.send((ctx.shard().0, t.elapsed(), n, scan_cpu, replay_cpu));
-            while !ctx.is_shutting_down() {
+            loop {
+                while let Some(ev) = ctx.poll_control() {
+                    match ev {
+                        ControlEvent::Barrier(req) => {
+                            ctx.complete_barrier(req, None).await?;
+                        }
+                        _ => return Ok(()),
+                    }
+                }
                 glommio::timer::sleep(Duration::from_millis(1)).await;
             }
-            Ok(())
         }
     })
     .expect("recovery");
