@@ -108,33 +108,13 @@ impl StorageFile for DmaSegmentFile {
     /// appending, so a blocking read into an aligned buffer costs nothing
     /// the hot path sees.
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<AlignedBuf> {
-        let mut b = AlignedBuf::zeroed(len);
-        let fd = self.file.as_raw_fd();
-        let mut got = 0usize;
-        while got < len {
-            let want = (len - got).min(64 << 20);
-            let off = libc::off_t::try_from(pos + got as u64).map_err(io::Error::other)?;
-            // SAFETY: `b` owns `len` writable bytes and `got + want <= len`;
-            // `fd` stays open for the call because `self.file` is borrowed.
-            let n = unsafe { libc::pread(fd, b[got..].as_mut_ptr().cast(), want, off) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                break;
-            }
-            got += n as usize;
-            if !got.is_multiple_of(crate::format::BLOCK) {
-                // Short read at end of file: O_DIRECT cannot continue unaligned.
-                break;
-            }
-        }
-        b.set_len(got);
-        Ok(b)
+        use std::os::fd::FromRawFd;
+        // SAFETY: the descriptor stays open for the call because `self.file`
+        // is borrowed, and `ManuallyDrop` keeps this `File` from closing it.
+        let file = std::mem::ManuallyDrop::new(unsafe {
+            std::fs::File::from_raw_fd(self.file.as_raw_fd())
+        });
+        super::std_fs::pread_buf(&file, pos, len)
     }
 
     /// `pread(2)` on a duplicate of the `O_DIRECT` descriptor, run on the

@@ -51,6 +51,16 @@ pub(crate) fn pread_full(file: &File, dst: &mut [u8], pos: u64) -> io::Result<us
     Ok(got)
 }
 
+/// Read up to `len` bytes at `pos` into a new block-aligned buffer, short
+/// only at the end of the file ([`pread_full`]'s rules). Shared by every
+/// backend that reads with `pread(2)`.
+pub fn pread_buf(file: &File, pos: u64, len: usize) -> io::Result<AlignedBuf> {
+    let mut b = AlignedBuf::zeroed(len);
+    let got = pread_full(file, &mut b, pos)?;
+    b.set_len(got);
+    Ok(b)
+}
+
 /// fsync a directory so its entries are durable.
 pub(crate) fn sync_dir_blocking(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -109,17 +119,7 @@ impl StorageFile for StdFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<AlignedBuf> {
-        let mut b = AlignedBuf::zeroed(len);
-        let mut got = 0;
-        while got < len {
-            let n = self.file.read_at(&mut b[got..], pos + got as u64)?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        b.set_len(got);
-        Ok(b)
+        pread_buf(&self.file, pos, len)
     }
 
     /// A blocking `pread(2)` straight into `buf`, done when called.

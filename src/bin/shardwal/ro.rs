@@ -10,7 +10,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -102,17 +101,7 @@ impl StorageFile for RoFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<AlignedBuf> {
-        let mut b = AlignedBuf::zeroed(len);
-        let mut got = 0;
-        while got < len {
-            let n = self.file.read_at(&mut b[got..], pos + got as u64)?;
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        b.set_len(got);
-        Ok(b)
+        shardwal::io::std_fs::pread_buf(&self.file, pos, len)
     }
 
     async fn sync_data(&self) -> io::Result<()> {
