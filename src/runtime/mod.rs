@@ -403,7 +403,8 @@ impl Runtime {
                 .commit_for(sealed)
                 .or_else(|| entry(s).and_then(|e| e.commit.as_ref()))
         };
-        let merged = merge_offsets(all.iter().filter_map(|s| commit_of(*s)));
+        let mut merged = merge_offsets(all.iter().filter_map(|s| commit_of(*s)));
+        merged.sort_by(|a, b| a.source.cmp(&b.source));
         let report = RecoveryReport {
             shards: recovered.values().cloned().collect(),
             sealed: Epoch(sealed),
@@ -448,11 +449,7 @@ impl Runtime {
                 from: own.from,
                 until: own.until,
                 adopted: shards_here[1..].iter().map(|s| source(*s)).collect(),
-                // One commit is passed on as written; several are merged.
-                offsets: match commits.as_slice() {
-                    [one] => one.offsets.clone(),
-                    many => merge_offsets(many.iter().copied()),
-                },
+                offsets: merge_offsets(commits.iter().copied()),
                 merged_offsets: merged.clone(),
                 watermark: commits.iter().map(|c| c.watermark).min(),
             };
@@ -611,7 +608,8 @@ fn collect<T>(rx: &Receiver<(u32, Result<T>)>, expect: usize) -> Result<BTreeMap
     }
 }
 
-/// The highest offset of each source over `commits`, by source name.
+/// The highest offset of each source over `commits`, in the order the
+/// sources first appear (so one commit comes back exactly as written).
 fn merge_offsets<'a>(commits: impl Iterator<Item = &'a CommitRecord>) -> Vec<SourceOffset> {
     let mut merged: Vec<SourceOffset> = Vec::new();
     for o in commits.flat_map(|c| &c.offsets) {
@@ -620,7 +618,6 @@ fn merge_offsets<'a>(commits: impl Iterator<Item = &'a CommitRecord>) -> Vec<Sou
             None => merged.push(o.clone()),
         }
     }
-    merged.sort_by(|a, b| a.source.cmp(&b.source));
     merged
 }
 
