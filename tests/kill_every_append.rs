@@ -12,11 +12,12 @@
 //! `--exact child_appender --ignored` and the log directory in
 //! `SHARDWAL_KILL_CHILD_DIR` (the sled crash-test pattern).
 
+mod child_process;
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -108,14 +109,7 @@ struct Reported {
 /// Spawn the child on `dir`, let it run until it has reported a durable
 /// record plus a random 50–500 ms, and SIGKILL it.
 fn run_and_kill_child(dir: &Path, rng: &mut SplitMix) -> Reported {
-    let mut child: Child = Command::new(std::env::current_exe().expect("current exe"))
-        .args([
-            "--exact",
-            "child_appender",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child: Child = child_process::child_test("child_appender")
         .env(DIR_VAR, dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -15,13 +15,14 @@
 //! the first barrier sealed after the restart is `K`. Two kills in a row
 //! on the same directory (the second one after the first restart's epochs).
 
+mod child_process;
 mod recovery_common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use recovery_common::*;
@@ -167,15 +168,7 @@ impl Reported {
 /// Run the child on `dir` until barrier(k) is durable on shard 0 only, then
 /// SIGKILL it. Returns what it printed.
 fn run_and_kill(dir: &Path, k: u64, generation: u32) -> Reported {
-    let exe = std::env::current_exe().expect("test binary");
-    let mut child = Command::new(exe)
-        .args([
-            CHILD_TEST,
-            "--exact",
-            "--nocapture",
-            "--ignored",
-            "--test-threads=1",
-        ])
+    let mut child = child_process::child_test(CHILD_TEST)
         .env(DIR_ENV, dir)
         .env(K_ENV, k.to_string())
         .env(GEN_ENV, generation.to_string())

@@ -9,11 +9,12 @@
 //! - once the owner shuts down, or once the owning process is killed, the
 //!   directory opens again, with its sealed epochs.
 
+mod child_process;
 mod recovery_common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use recovery_common::*;
@@ -91,14 +92,7 @@ fn child_opens_the_directory() {
 }
 
 fn spawn_child(dir: &Path, mode: &str) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            CHILD_TEST,
-            "--exact",
-            "--nocapture",
-            "--ignored",
-            "--test-threads=1",
-        ])
+    child_process::child_test(CHILD_TEST)
         .env(DIR_ENV, dir)
         .env(MODE_ENV, mode)
         .stdout(Stdio::piped())

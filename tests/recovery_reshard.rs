@@ -20,13 +20,14 @@
 //!   down) and after new epochs sealed (4→2: retired shards must not hold
 //!   the seal back) lose nothing sealed.
 
+mod child_process;
 mod runtime_common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -457,14 +458,7 @@ fn child_starts_resharded_until_killed() {
 /// Run the child with `shards` shards on `dir` (first written by `old`), kill it once it printed
 /// `DONE`, and return the last sealed epoch it printed.
 fn run_child_and_kill(dir: &Path, old: usize, shards: usize, epochs: usize) -> Option<u64> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            CHILD_TEST,
-            "--exact",
-            "--nocapture",
-            "--ignored",
-            "--test-threads=1",
-        ])
+    let mut child = child_process::child_test(CHILD_TEST)
         .env(DIR_ENV, dir)
         .env(SHARDS_ENV, shards.to_string())
         .env(OLD_ENV, old.to_string())

@@ -11,13 +11,14 @@
 //!
 //! Replay a failing run with `RUNTIME_KILL_SEED=<seed>` (printed on stderr).
 
+mod child_process;
 mod runtime_common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use runtime_common::*;
@@ -177,16 +178,8 @@ fn parse_reports(out: &str) -> Reported {
 
 /// Run the child on `dir` and SIGKILL it after `delay`. Returns what it printed.
 fn run_and_kill(dir: &Path, starts: &[u64], delay: Duration) -> Reported {
-    let exe = std::env::current_exe().expect("test binary");
     let starts: Vec<String> = starts.iter().map(u64::to_string).collect();
-    let mut child = Command::new(exe)
-        .args([
-            CHILD_TEST,
-            "--exact",
-            "--nocapture",
-            "--ignored",
-            "--test-threads=1",
-        ])
+    let mut child = child_process::child_test(CHILD_TEST)
         .env(DIR_ENV, dir)
         .env(START_ENV, starts.join(","))
         .stdout(Stdio::piped())
