@@ -73,20 +73,7 @@ fn decoded(f: &Frame<'_>) -> Option<(String, Json)> {
                             c.watermark,
                             offs.join(" ")
                         ),
-                        Json::obj()
-                            .set("epoch", c.epoch)
-                            .set("watermark", c.watermark)
-                            .set(
-                                "offsets",
-                                c.offsets
-                                    .iter()
-                                    .map(|o| {
-                                        Json::obj()
-                                            .set("source", o.source.as_str())
-                                            .set("offset", o.offset)
-                                    })
-                                    .collect::<Vec<_>>(),
-                            ),
+                        crate::json::commit(&c),
                     )
                 }
                 Err(e) => (format!("INVALID commit payload: {e}"), Json::Null),

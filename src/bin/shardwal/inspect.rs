@@ -159,22 +159,7 @@ pub fn manifest_json(m: &ManifestEntry) -> Json {
                         )
                         .set(
                             "commit",
-                            s.commit.as_ref().map_or(Json::Null, |c| {
-                                Json::obj()
-                                    .set("epoch", c.epoch)
-                                    .set("watermark", c.watermark)
-                                    .set(
-                                        "offsets",
-                                        c.offsets
-                                            .iter()
-                                            .map(|o| {
-                                                Json::obj()
-                                                    .set("source", o.source.as_str())
-                                                    .set("offset", o.offset)
-                                            })
-                                            .collect::<Vec<_>>(),
-                                    )
-                            }),
+                            s.commit.as_ref().map_or(Json::Null, crate::json::commit),
                         )
                 })
                 .collect::<Vec<_>>();

@@ -95,6 +95,27 @@ impl<T: Into<Json>> From<Option<T>> for Json {
     }
 }
 
+/// Source offsets as `[{"source", "offset"}]`.
+pub fn offsets(offsets: &[shardwal::SourceOffset]) -> Json {
+    offsets
+        .iter()
+        .map(|o| {
+            Json::obj()
+                .set("source", o.source.as_str())
+                .set("offset", o.offset)
+        })
+        .collect::<Vec<_>>()
+        .into()
+}
+
+/// A commit record as `{"epoch", "watermark", "offsets"}`.
+pub fn commit(c: &shardwal::CommitRecord) -> Json {
+    Json::obj()
+        .set("epoch", c.epoch)
+        .set("watermark", c.watermark)
+        .set("offsets", offsets(&c.offsets))
+}
+
 /// Write `s` as a JSON string literal.
 pub fn write_str(out: &mut impl Write, s: &str) -> fmt::Result {
     out.write_char('"')?;

@@ -255,17 +255,7 @@ fn print_report(dir: &Path, r: &Report, dry_run: bool, json: bool, after: Option
                 if let Some((a, b)) = s.replay {
                     j.push("replay_from", a);
                     j.push("replay_until", b);
-                    j.push(
-                        "offsets",
-                        s.offsets
-                            .iter()
-                            .map(|o| {
-                                Json::obj()
-                                    .set("source", o.source.as_str())
-                                    .set("offset", o.offset)
-                            })
-                            .collect::<Vec<_>>(),
-                    );
+                    j.push("offsets", crate::json::offsets(&s.offsets));
                 }
                 j
             })
