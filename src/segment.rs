@@ -16,6 +16,14 @@ pub fn shard_dir(log_dir: &Path, shard: ShardId) -> PathBuf {
     log_dir.join(format!("shard-{:04}", shard.0))
 }
 
+/// The shard id of a shard directory's name (`shard-NNNN`), if it is one.
+pub fn parse_shard_dir_name(name: &str) -> Option<u32> {
+    let d = name.strip_prefix("shard-")?;
+    (!d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| d.parse().ok())
+        .flatten()
+}
+
 /// The file name of segment `index`.
 pub fn segment_name(index: u64) -> String {
     format!("{index:020}{SEGMENT_EXT}")

@@ -572,12 +572,7 @@ fn shard_dirs_present(dir: &Path) -> Result<Vec<u32>> {
     };
     let mut v: Vec<u32> = names
         .iter()
-        .filter_map(|n| {
-            let d = n.strip_prefix("shard-")?;
-            (!d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| d.parse().ok())
-                .flatten()
-        })
+        .filter_map(|n| crate::segment::parse_shard_dir_name(n))
         .collect();
     v.sort_unstable();
     Ok(v)

@@ -228,7 +228,7 @@ impl LogDir {
         let names = ro::list(path).map_err(|e| io_fail("cannot list", path, e))?;
         let mut shards: Vec<u32> = names
             .iter()
-            .filter_map(|n| n.strip_prefix("shard-")?.parse::<u32>().ok())
+            .filter_map(|n| shardwal::segment::parse_shard_dir_name(n))
             .filter(|i| shard_dir(path, ShardId(*i)).is_dir())
             .collect();
         shards.sort_unstable();
