@@ -37,6 +37,7 @@ pub use error::{Error, Result};
 pub use format::frame::RecordKind;
 pub use ids::{CheckpointId, Epoch, Lsn, Seq, ShardId};
 pub use io::dma::DmaStorage;
+pub use io::read_only::ReadOnlyStorage;
 pub use io::sim::SimStorage;
 pub use io::std_fs::StdStorage;
 pub use io::{Storage, StorageFile};

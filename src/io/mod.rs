@@ -13,10 +13,12 @@
 //! Implementations: [`dma::DmaStorage`] (production, glommio Direct I/O over
 //! io_uring), [`std_fs::StdStorage`] (blocking std files, for tools), and
 //! [`sim::SimStorage`] (in memory, injects faults and simulates crashes that
-//! drop or tear unsynced writes).
+//! drop or tear unsynced writes), and [`read_only::ReadOnlyStorage`]
+//! (refuses every change, for tools that must not modify a log).
 
 pub mod aligned;
 pub mod dma;
+pub mod read_only;
 pub mod sim;
 pub mod std_fs;
 

@@ -1,8 +1,10 @@
-//! Recovery of one shard: scan its segments, classify where the valid log
-//! ends ([`scan`], written as a table of cases), and cut a torn tail
-//! ([`shard`]).
+//! Recovery: scan each shard's segments and classify where its valid log
+//! ends ([`scan`], written as a table of cases; [`shard`] streams a
+//! directory through it and carries out a cut), and decide the consistent
+//! cut across shards ([`plan`], pure).
 
 pub(crate) mod chunks;
+pub mod plan;
 pub mod scan;
 pub mod shard;
 pub mod summary;
@@ -11,5 +13,5 @@ pub mod window;
 pub use scan::{
     Corrupt, Expect, ScanOutcome, ScannedSegment, Scanner, SegmentBytes, Stop, TornTail, classify,
 };
-pub use shard::{CutPoint, ShardRecovery};
+pub use shard::{CutPoint, ScanOptions, Scanned, ShardCut, ShardRecovery, SkippedSegment};
 pub use summary::ScanSummary;

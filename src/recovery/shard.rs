@@ -1,15 +1,27 @@
-//! Recovery of one shard's directory: stream its segments through the
-//! [`Scanner`], cut a torn tail (zero the bytes past the valid end, delete
-//! segments after it), and hand the writer the position to resume from.
+//! Recovery of one shard's directory, in three steps:
+//!
+//! 1. [`scan`]: stream its segments through the [`Scanner`] (the table of
+//!    cases) and gather the [`ScanSummary`] the consistent cut needs. Reads
+//!    only; it runs on any [`Storage`], a read-only one included.
+//! 2. [`decide`]: from what the scan found and an optional cut point, what
+//!    stays, what goes and what the report says. Pure: the planner
+//!    ([`super::plan`]) and a bare `ShardLog` call it, and a dry run prints
+//!    its report without touching the disk.
+//! 3. [`apply`]: carry the decision out (zero the bytes past the end that is
+//!    kept, fdatasync, remove dropped segments, fsync the directory) and
+//!    hand the writer the position to resume from.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::chunks::ChunkStream;
-use super::scan::{Expect, ScanOutcome, Scanner, TornTail};
+use super::scan::{Expect, ScanOutcome, ScannedSegment, Scanner, TornTail};
+use super::summary::ScanSummary;
 use crate::error::{Error, Result};
 use crate::format::frame::Frame;
+use crate::format::segment_header::{RECORDS_START, SegmentHeader};
 use crate::format::{BLOCK, align_down};
 use crate::ids::{Epoch, Seq, ShardId};
 use crate::io::{IoBuf, Storage, StorageFile};
@@ -51,27 +63,19 @@ pub(crate) struct Resume<F> {
     pub file: F,
     pub path: PathBuf,
     pub index: u64,
-    pub header: crate::format::segment_header::SegmentHeader,
+    pub header: SegmentHeader,
     pub valid_end: u64,
     /// The bytes of the block holding `valid_end`, up to `valid_end`.
     pub tail: Vec<u8>,
 }
 
+/// A shard directory after [`apply`]: what the writer needs to resume.
 pub(crate) struct Recovered<F> {
     pub report: ShardRecovery,
     /// (index, first seq, path) of every kept segment, in order.
     pub kept: Vec<(u64, u64, PathBuf)>,
     pub resume: Option<Resume<F>>,
     pub max_index: Option<u64>,
-}
-
-fn corrupt(shard: ShardId, path: PathBuf, offset: u64, detail: String) -> Error {
-    Error::Corruption {
-        shard,
-        segment: path,
-        offset,
-        detail,
-    }
 }
 
 pub(crate) async fn read_head<S: Storage>(
@@ -90,13 +94,38 @@ pub(crate) async fn read_head<S: Storage>(
     Ok(b)
 }
 
+/// A leading segment before the replay position that the scan skipped
+/// without reading its records: still live, and truncated later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedSegment {
+    /// Segment index.
+    pub index: u64,
+    /// Its first sequence number (from its header).
+    pub first_seq: u64,
+    /// The file.
+    pub path: PathBuf,
+}
+
 /// A scanned, not yet repaired, shard directory.
-pub(crate) struct Scanned {
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    /// The shard.
+    pub shard: ShardId,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// How the log ends, by the table of cases.
     pub outcome: ScanOutcome,
-    /// Segments before the replay position that were not scanned, as
-    /// (index, first seq, path): still live, and truncated later.
-    pub skipped: Vec<(u64, u64, PathBuf)>,
+    /// What the consistent cut needs: barriers, commits, the replay position.
+    pub summary: ScanSummary,
+    /// Segments before the replay position that were not scanned.
+    pub skipped: Vec<SkippedSegment>,
+    /// The highest segment index present in the directory.
     pub max_index: Option<u64>,
+    /// True if the caller stopped the scan early (see [`scan`]): then the
+    /// outcome describes only the segments read so far, and the scan must
+    /// not be used to repair anything.
+    pub stopped: bool,
+    /// When the scan started (for the report's wall time).
     pub started: Instant,
 }
 
@@ -111,34 +140,46 @@ pub struct CutPoint {
     pub offset: u64,
 }
 
-/// Scan the shard directory `dir` without changing it. Segments wholly
-/// before `from_seq` are skipped. `on_frame` sees every valid frame in log
-/// order with its segment index and offset. Mid-log corruption is an
-/// error, or with `repair` a cut at the damage (reported in
-/// [`ScanOutcome::repaired`](super::scan::ScanOutcome::repaired)).
-pub(crate) async fn scan<S: Storage>(
+/// How to scan a shard.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScanOptions {
+    /// The replay position (a checkpoint's): leading segments wholly
+    /// before it are skipped unread, and the summary counts epochs and
+    /// records from it on.
+    pub from_seq: Option<u64>,
+    /// Cut mid-log corruption like a torn tail instead of refusing it
+    /// (reported in [`ScanOutcome::repaired`]).
+    pub repair: bool,
+}
+
+/// Scan the shard directory `dir` without changing it (a missing directory
+/// is an empty log). `on_frame` sees every valid frame in log order with
+/// its segment index and offset; when it returns `false` the scan stops
+/// after the current segment, with [`Scanned::stopped`] set. Mid-log
+/// corruption is `Error::Corruption`, or with `repair` a cut at the damage.
+pub async fn scan<S: Storage>(
     storage: &S,
     dir: &Path,
     exp: Expect,
-    from_seq: Option<u64>,
-    repair: bool,
-    mut on_frame: impl FnMut(&Frame<'_>, u64, usize),
+    opts: ScanOptions,
+    mut on_frame: impl FnMut(&Frame<'_>, u64, usize) -> bool,
 ) -> Result<Scanned> {
     let started = Instant::now();
-    let names = storage
-        .list(dir)
-        .await
-        .map_err(|e| Error::io("list", dir, e))?;
+    let shard = ShardId(exp.shard);
+    let names = match storage.list(dir).await {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
     let mut segs = segments_in(&names);
     let max_index = segs.last().map(|(i, _)| *i);
-    // Segments before the replay position, as (index, first seq, path).
-    let mut skipped: Vec<(u64, u64, PathBuf)> = Vec::new();
-    if let Some(from) = from_seq {
+    let mut skipped = Vec::new();
+    if let Some(from) = opts.from_seq {
         // Skip leading segments whose successor starts at or before `from`.
         // The successor's header read here also gives the first seq of the
         // next skipped segment, so each header is read once.
         let first_of = |head: &[u8]| {
-            crate::format::segment_header::SegmentHeader::decode(head)
+            SegmentHeader::decode(head)
                 .ok()
                 .filter(|h| h.log_id == exp.log_id && h.shard == exp.shard)
                 .map(|h| h.first_seq)
@@ -158,13 +199,25 @@ pub(crate) async fn scan<S: Storage>(
             skipped = segs
                 .drain(..firsts.len())
                 .zip(starts)
-                .map(|((index, name), first)| (index, first, dir.join(name)))
+                .map(|((index, name), first_seq)| SkippedSegment {
+                    index,
+                    first_seq,
+                    path: dir.join(name),
+                })
                 .collect();
         }
     }
+    let mut summary = ScanSummary::new(opts.from_seq.unwrap_or(0));
     let mut scanner = Scanner::new(exp);
-    let mut outcome: Option<ScanOutcome> = None;
+    let halted = Cell::new(false);
+    let mut frame = |f: &Frame<'_>, seg: u64, off: usize| {
+        summary.observe(f, seg, off);
+        if !halted.get() && !on_frame(f, seg, off) {
+            halted.set(true);
+        }
+    };
     let paths: Vec<PathBuf> = segs.iter().map(|(_, name)| dir.join(name)).collect();
+    let mut outcome = None;
     // Every byte of every segment is read once, in order, in chunks, with
     // the next chunk's read in flight while this one is checked.
     let mut stream = ChunkStream::new(storage.clone(), paths.clone());
@@ -180,52 +233,78 @@ pub(crate) async fn scan<S: Storage>(
                 &paths[k],
                 &mut stream,
                 next_head.as_deref(),
-                &mut on_frame,
+                &mut frame,
             )
             .await?;
+        if halted.get() {
+            outcome = Some(scanner.finish());
+            break;
+        }
         if let Some(mut stop) = stop {
             for (j, (li, _)) in segs.iter().enumerate().skip(k + 1) {
                 stream.start_file(j).await?;
                 stop.consider_later_window(*li, &paths[j], &mut stream, &exp)
                     .await?;
             }
-            let shard = ShardId(exp.shard);
-            let decided = scanner
-                .decide_with(stop, repair)
-                .map_err(|c| corrupt(shard, c.path, c.offset, c.detail))?;
+            let decided =
+                scanner
+                    .decide_with(stop, opts.repair)
+                    .map_err(|c| Error::Corruption {
+                        shard,
+                        segment: c.path,
+                        offset: c.offset,
+                        detail: c.detail,
+                    })?;
             outcome = Some(decided);
             break;
         }
     }
-    let outcome = match outcome {
-        Some(o) => o,
-        None => scanner.finish(),
-    };
     Ok(Scanned {
-        outcome,
+        shard,
+        dir: dir.to_path_buf(),
+        outcome: outcome.unwrap_or_else(|| scanner.finish()),
+        summary,
         skipped,
         max_index,
+        stopped: halted.get(),
         started,
     })
 }
 
-/// Repair a scanned shard: cut a torn tail, or cut on purpose at `cut`
-/// (everything from that frame on is dropped, e.g. records of unsealed
-/// epochs), then make the result durable. With a cut, `epoch_after` is the
-/// epoch the writer resumes in.
-pub(crate) async fn apply<S: Storage>(
-    storage: &S,
-    dir: &Path,
-    shard: ShardId,
-    scanned: Scanned,
-    cut: Option<CutPoint>,
-    epoch_after: Option<u64>,
-) -> Result<Recovered<S::File>> {
+/// What recovery will do to one shard: the segments kept and dropped, and
+/// the report. Built by [`decide`], carried out by [`apply`].
+#[derive(Debug, Clone)]
+pub struct ShardCut {
+    /// The shard's directory.
+    pub dir: PathBuf,
+    /// Scanned segments that stay, in order; the last one's `valid_end` is
+    /// where the log ends.
+    pub kept: Vec<ScannedSegment>,
+    /// Segment files to remove.
+    pub dropped: Vec<PathBuf>,
+    /// Unscanned leading segments, which stay.
+    pub skipped: Vec<SkippedSegment>,
+    /// The highest segment index present.
+    pub max_index: Option<u64>,
+    /// The report (its `elapsed` is filled in by [`apply`]).
+    pub report: ShardRecovery,
+    started: Instant,
+}
+
+/// Decide what recovery does to a scanned shard: cut a torn tail (the
+/// scan's outcome), and with `cut`, cut on purpose at that frame
+/// (everything from it on is dropped, e.g. records of unsealed epochs).
+/// `epoch_after`, if given, is the epoch the writer resumes in. Pure.
+pub fn decide(scanned: Scanned, cut: Option<CutPoint>, epoch_after: Option<u64>) -> ShardCut {
     let Scanned {
+        shard,
+        dir,
         mut outcome,
+        summary,
         skipped,
         max_index,
         started,
+        ..
     } = scanned;
     let mut cut_records = 0;
     if let Some(c) = cut
@@ -234,7 +313,7 @@ pub(crate) async fn apply<S: Storage>(
     {
         cut_records = outcome.next_seq - c.seq;
         // Frame bytes dropped: the rest of segment k, and all of later ones.
-        let rs = crate::format::segment_header::RECORDS_START as u64;
+        let rs = RECORDS_START as u64;
         let cut_bytes = outcome.kept[k].valid_end.saturating_sub(c.offset.max(rs))
             + outcome.kept[k + 1..]
                 .iter()
@@ -244,9 +323,7 @@ pub(crate) async fn apply<S: Storage>(
         let later: Vec<PathBuf> = outcome.kept.drain(k + 1..).map(|s| s.path).collect();
         outcome.dropped.extend(later);
         let seg = &mut outcome.kept[k];
-        seg.valid_end = c
-            .offset
-            .max(crate::format::segment_header::RECORDS_START as u64);
+        seg.valid_end = c.offset.max(rs);
         seg.next_seq = c.seq;
         outcome.next_seq = c.seq;
         outcome.records = outcome.records.saturating_sub(cut_records);
@@ -254,9 +331,51 @@ pub(crate) async fn apply<S: Storage>(
     if let Some(e) = epoch_after {
         outcome.next_epoch = Some(e);
     }
-    // Cut: zero everything after the valid end of the last kept segment.
+    let report = ShardRecovery {
+        shard,
+        segments: outcome.kept.len(),
+        records: outcome.records,
+        bytes: outcome.bytes,
+        torn: outcome.torn.clone(),
+        repaired: outcome.repaired.clone(),
+        removed_segments: outcome.dropped.len(),
+        next_seq: Seq(outcome.next_seq),
+        epoch: Epoch(
+            outcome
+                .next_epoch
+                .unwrap_or(Epoch::FIRST.0)
+                .max(Epoch::FIRST.0),
+        ),
+        elapsed: Duration::ZERO,
+        cut_records,
+        epochs_seen: summary.barriers_since_from + 1,
+    };
+    ShardCut {
+        dir,
+        kept: outcome.kept,
+        dropped: outcome.dropped,
+        skipped,
+        max_index,
+        report,
+        started,
+    }
+}
+
+/// Carry out a [`ShardCut`]: zero everything after the valid end of the
+/// last kept segment, fdatasync it, remove the dropped segments, fsync the
+/// directory. Returns where the writer resumes.
+pub(crate) async fn apply<S: Storage>(storage: &S, cut: ShardCut) -> Result<Recovered<S::File>> {
+    let ShardCut {
+        dir,
+        kept,
+        dropped,
+        skipped,
+        max_index,
+        mut report,
+        started,
+    } = cut;
     let mut resume = None;
-    if let Some(last) = outcome.kept.last() {
+    if let Some(last) = kept.last() {
         let file = storage
             .open(&last.path, false)
             .await
@@ -301,45 +420,26 @@ pub(crate) async fn apply<S: Storage>(
             tail,
         });
     }
-    for p in &outcome.dropped {
+    for p in &dropped {
         storage
             .remove(p)
             .await
             .map_err(|e| Error::io("remove", p, e))?;
     }
-    if !outcome.dropped.is_empty() {
+    if !dropped.is_empty() {
         storage
-            .sync_dir(dir)
+            .sync_dir(&dir)
             .await
-            .map_err(|e| Error::io("directory fsync", dir, e))?;
+            .map_err(|e| Error::io("directory fsync", &dir, e))?;
     }
-    let report = ShardRecovery {
-        shard,
-        segments: outcome.kept.len(),
-        records: outcome.records,
-        bytes: outcome.bytes,
-        torn: outcome.torn.clone(),
-        repaired: outcome.repaired.clone(),
-        removed_segments: outcome.dropped.len(),
-        next_seq: Seq(outcome.next_seq),
-        epoch: Epoch(
-            outcome
-                .next_epoch
-                .unwrap_or(Epoch::FIRST.0)
-                .max(Epoch::FIRST.0),
-        ),
-        elapsed: started.elapsed(),
-        cut_records,
-        epochs_seen: 0,
-    };
+    report.elapsed = started.elapsed();
     Ok(Recovered {
         report,
         kept: skipped
             .into_iter()
+            .map(|s| (s.index, s.first_seq, s.path))
             .chain(
-                outcome
-                    .kept
-                    .iter()
+                kept.iter()
                     .map(|k| (k.index, k.header.first_seq, k.path.clone())),
             )
             .collect(),

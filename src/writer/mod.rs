@@ -35,6 +35,7 @@ use crate::format::segment_header::{RECORDS_START, SegmentHeader};
 use crate::ids::{Epoch, Lsn, Seq, ShardId};
 use crate::io::sim::SplitMix;
 use crate::io::{IoBuf, Storage};
+use crate::recovery::shard::{self, ScanOptions, ShardCut};
 use crate::recovery::{Expect, ShardRecovery};
 
 pub(crate) struct Inner<S: Storage> {
@@ -234,29 +235,28 @@ impl<S: Storage> ShardLog<S> {
             shard: shard.0,
             max_payload: crate::format::MAX_RECORD_HARD,
         };
-        let scanned =
-            crate::recovery::shard::scan(&storage, &dir, exp, None, cfg.repair, |_, _, _| {})
-                .await?;
-        Self::open_scanned(storage, log_dir, shard, log_id, cfg, scanned, None, None).await
+        let opts = ScanOptions {
+            from_seq: None,
+            repair: cfg.repair,
+        };
+        let scanned = shard::scan(&storage, &dir, exp, opts, |_, _, _| true).await?;
+        let cut = shard::decide(scanned, None, None);
+        Self::open_cut(storage, log_dir, log_id, cfg, cut).await
     }
 
-    /// Open a shard that has been scanned, cutting it at `cut` (if any) and
-    /// resuming in `epoch_after` (if given).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn open_scanned(
+    /// Open a shard whose recovery has been decided: carry out `cut`, then
+    /// resume writing where it ends.
+    pub(crate) async fn open_cut(
         storage: S,
         log_dir: &Path,
-        shard: ShardId,
         log_id: [u8; 16],
         cfg: ShardConfig,
-        scanned: crate::recovery::shard::Scanned,
-        cut: Option<crate::recovery::shard::CutPoint>,
-        epoch_after: Option<u64>,
+        cut: ShardCut,
     ) -> Result<Self> {
         cfg.validate()?;
+        let shard = cut.report.shard;
         let dir = crate::segment::shard_dir(log_dir, shard);
-        let rec =
-            crate::recovery::shard::apply(&storage, &dir, shard, scanned, cut, epoch_after).await?;
+        let rec = shard::apply(&storage, cut).await?;
         let report = rec.report.clone();
         let params = Params {
             log_id,

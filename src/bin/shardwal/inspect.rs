@@ -9,10 +9,10 @@
 
 use std::path::Path;
 
-use shardwal::checkpoint::Manifest;
 use shardwal::checkpoint::snapshot::parse_snapshot_name;
 use shardwal::format::segment_header::HeaderError;
 use shardwal::recovery::ScanSummary;
+use shardwal::recovery::plan;
 
 use crate::json::Json;
 use crate::logdir::{LogDir, ManifestEntry, ShardScan, Verdict, hex};
@@ -83,11 +83,11 @@ pub fn shard_status(scan: &ShardScan) -> String {
     }
 }
 
-/// The sealed epoch recovery would compute: the smallest last barrier over
-/// the written shards, at least `floor` (the newest valid checkpoint's
-/// epoch). `views` are in `log.shards` order.
+/// The sealed epoch recovery would compute (the planner's rule,
+/// [`plan::sealed_epoch`]), from each shard's scan. `views` are in
+/// `log.shards` order; `floor` is the newest valid checkpoint's epoch.
 pub fn sealed_epoch(log: &LogDir, views: &[ShardView], floor: u64) -> u64 {
-    log.sealed_epoch(floor, |s| {
+    plan::sealed_epoch(&log.layout, floor, |s| {
         let i = log.shards.iter().position(|x| *x == s)?;
         Some(views[i].summary.last_barrier(floor))
     })
@@ -104,7 +104,10 @@ pub fn scan_all(log: &LogDir, progress: bool) -> Result<Vec<ShardView>, crate::F
             true
         })?;
         let mut snapshots = Vec::new();
-        if let Ok(names) = crate::ro::list(&scan.dir) {
+        if let Ok(names) = futures_lite::future::block_on(shardwal::Storage::list(
+            &shardwal::ReadOnlyStorage,
+            &scan.dir,
+        )) {
             for n in names {
                 if parse_snapshot_name(&n).is_some() {
                     let len = std::fs::metadata(scan.dir.join(&n)).map_or(0, |m| m.len());
@@ -119,11 +122,6 @@ pub fn scan_all(log: &LogDir, progress: bool) -> Result<Vec<ShardView>, crate::F
         });
     }
     Ok(views)
-}
-
-/// The newest manifest that validates.
-pub fn newest_valid(ms: &[ManifestEntry]) -> Option<&Manifest> {
-    ms.iter().rev().find_map(|m| m.result.as_ref().ok())
 }
 
 fn range_json(r: Option<(u64, u64)>) -> Json {
@@ -230,10 +228,10 @@ pub fn manifest_table(ms: &[ManifestEntry]) -> Table {
 /// Run `inspect`.
 pub fn run(dir: &Path, json: bool) -> CmdResult {
     let log = LogDir::open(dir)?;
-    let manifests = log.manifests()?;
+    let (manifests, set) = log.manifests()?;
     let views = scan_all(&log, !json)?;
-    let newest = newest_valid(&manifests);
-    let floor = newest.map_or(0, |m| m.epoch);
+    let newest = set.newest();
+    let floor = set.floor();
     let sealed = sealed_epoch(&log, &views, floor);
     let (size, allocated, files) = log.disk_usage();
     let corrupt = views

@@ -1,14 +1,15 @@
 //! Read-only access to a log directory, shared by the subcommands: the log
-//! id, the shard directories, the manifests, and a scan of one shard that
-//! drives the library's recovery [`Scanner`] over the segment files exactly
-//! as `recovery::shard::scan` does (same skipping of leading segments, same
-//! table of cases), without repairing anything.
+//! id, the shard directories, the manifests, and the scan of one shard.
+//! The scan is the library's own ([`shardwal::recovery::shard::scan`], the
+//! streaming recovery scan with its table of cases) run on
+//! [`ReadOnlyStorage`]; this module only gathers per-file statistics for
+//! display. It holds no recovery rule of its own: the sealed epoch, the
+//! cut and the manifest in use come from [`shardwal::recovery::plan`].
 //!
-//! Nothing here writes: files are read with `std::fs` opened read-only, and
-//! the library's manifest and snapshot readers run on [`ReadOnly`] storage.
+//! Nothing here writes: every file is read through [`ReadOnlyStorage`],
+//! which refuses any change.
 
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -16,15 +17,17 @@ use futures_lite::future::block_on;
 use shardwal::checkpoint::Manifest;
 use shardwal::checkpoint::manifest::{self, CHECKPOINT_DIR};
 use shardwal::format::frame::Frame;
-use shardwal::format::segment_header::{HeaderError, MAX_SEGMENT_SIZE, SegmentHeader};
-use shardwal::format::{BLOCK, MAX_RECORD_HARD, log_id};
+use shardwal::format::segment_header::{HeaderError, SegmentHeader};
+use shardwal::format::{BLOCK, MAX_RECORD_HARD};
+use shardwal::io::std_fs::pread_buf;
 use shardwal::log_dir::LOG_ID_FILE;
-use shardwal::recovery::{Corrupt, Expect, ScanOutcome, Scanner, SegmentBytes};
+use shardwal::recovery::plan::{self, Manifests, Scope};
+use shardwal::recovery::shard::{self as shard_scan, ScanOptions, Scanned};
+use shardwal::recovery::{Corrupt, Expect, ScanOutcome};
 use shardwal::segment::{parse_segment_name, shard_dir};
-use shardwal::{Layout, RecordKind, ShardId};
+use shardwal::{Error, Layout, ReadOnlyStorage, RecordKind, ShardId, Storage};
 
 use crate::progress::Progress;
-use crate::ro::{self, ReadOnly};
 use crate::{EXIT_ERROR, Fail};
 
 /// A log directory opened for reading.
@@ -37,6 +40,9 @@ pub struct LogDir {
     pub shards: Vec<u32>,
     /// The shard layout: from `LAYOUT`, or implied by the directories.
     pub layout: Layout,
+    /// What a runtime of the log's own shard count would recover (the
+    /// planner's first step).
+    pub scope: Scope,
 }
 
 /// One manifest file and what reading it gave.
@@ -123,6 +129,8 @@ pub struct ShardScan {
     pub skipped: usize,
     /// How the log ends.
     pub verdict: Verdict,
+    /// The library's scan (what the planner takes), unless it failed.
+    pub scanned: Option<Scanned>,
 }
 
 impl ShardScan {
@@ -176,23 +184,15 @@ fn io_fail(what: &str, path: &Path, e: io::Error) -> Fail {
     Fail::new(EXIT_ERROR, format!("{what} {}: {e}", path.display()))
 }
 
-/// Read at most `limit` bytes from the start of `path`.
-pub fn read_prefix(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
-    let f = File::open(path)?;
-    let len = f.metadata()?.len().min(limit);
-    let mut v = Vec::with_capacity(len as usize);
-    f.take(len).read_to_end(&mut v)?;
-    Ok(v)
+fn list(dir: &Path) -> io::Result<Vec<String>> {
+    block_on(ReadOnlyStorage.list(dir))
 }
 
-/// Read a segment file: its bytes up to the largest segment size a header
-/// can declare (what recovery reads).
-pub fn read_segment(path: &Path) -> Result<Vec<u8>, Fail> {
-    read_prefix(path, MAX_SEGMENT_SIZE).map_err(|e| io_fail("cannot read", path, e))
-}
-
+/// The first block of a segment file, for display (the header's fields).
 fn read_head(path: &Path) -> Result<Vec<u8>, Fail> {
-    read_prefix(path, BLOCK as u64).map_err(|e| io_fail("cannot read", path, e))
+    let f = std::fs::File::open(path).map_err(|e| io_fail("cannot open", path, e))?;
+    let b = pread_buf(&f, 0, BLOCK).map_err(|e| io_fail("cannot read", path, e))?;
+    Ok(b.to_vec())
 }
 
 impl LogDir {
@@ -205,27 +205,21 @@ impl LogDir {
                 format!("{} is not a directory", path.display()),
             ));
         }
-        let id_path = path.join(LOG_ID_FILE);
-        let bytes = match read_prefix(&id_path, log_id::LOG_ID_LEN as u64) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(Fail::new(
-                    EXIT_ERROR,
-                    format!(
-                        "{} is not a shardwal log: it has no {LOG_ID_FILE} file",
-                        path.display()
-                    ),
-                ));
-            }
-            Err(e) => return Err(io_fail("cannot read", &id_path, e)),
-        };
-        let log_id = log_id::decode(&bytes).map_err(|d| {
+        let log_id = block_on(shardwal::log_dir::load(&ReadOnlyStorage, path)).map_err(|e| {
             Fail::new(
                 EXIT_ERROR,
-                format!("{} is not a usable shardwal log: {d}", path.display()),
+                match e {
+                    Error::NotALog { detail, .. } if !path.join(LOG_ID_FILE).exists() => {
+                        format!("{} is not a shardwal log: {detail}", path.display())
+                    }
+                    Error::NotALog { detail, .. } => {
+                        format!("{} is not a usable shardwal log: {detail}", path.display())
+                    }
+                    other => other.to_string(),
+                },
             )
         })?;
-        let names = ro::list(path).map_err(|e| io_fail("cannot list", path, e))?;
+        let names = list(path).map_err(|e| io_fail("cannot list", path, e))?;
         let mut shards: Vec<u32> = names
             .iter()
             .filter_map(|n| shardwal::segment::parse_shard_dir_name(n))
@@ -233,14 +227,16 @@ impl LogDir {
             .collect();
         shards.sort_unstable();
         shards.dedup();
-        let layout = block_on(shardwal::layout::read(&ReadOnly, path, log_id))
-            .map_err(|e| Fail::new(EXIT_ERROR, format!("{}: {e}", path.display())))?
-            .unwrap_or_else(|| Layout::implicit(log_id, &shards));
+        let loaded = block_on(shardwal::layout::read(&ReadOnlyStorage, path, log_id))
+            .map_err(|e| Fail::new(EXIT_ERROR, format!("{}: {e}", path.display())))?;
+        let scope = plan::own_scope(log_id, loaded, &shards);
+        let layout = scope.old.clone();
         Ok(LogDir {
             path: path.to_path_buf(),
             log_id,
             shards,
             layout,
+            scope,
         })
     }
 
@@ -251,50 +247,46 @@ impl LogDir {
         self.layout.active() as usize
     }
 
-    /// The sealed epoch recovery would compute from each shard's
-    /// `last_barrier` (retired shards do not count; see
-    /// `shardwal::layout`), at least `floor`.
-    pub fn sealed_epoch(&self, floor: u64, last_barrier: impl Fn(u32) -> Option<u64>) -> u64 {
-        self.layout
-            .sealed(floor, |s| last_barrier(s).unwrap_or(floor).max(floor))
-    }
-
     /// The directory of shard `s`.
     pub fn shard_dir(&self, s: u32) -> PathBuf {
         shard_dir(&self.path, ShardId(s))
     }
 
-    /// Every manifest file, ascending by id, each read and validated (the
-    /// runtime's rules: CRC, rkyv, id matches the name, log id matches).
-    pub fn manifests(&self) -> Result<Vec<ManifestEntry>, Fail> {
-        let ids = block_on(manifest::list(&ReadOnly, &self.path))
+    /// Every manifest file, ascending by id, each read and validated, and
+    /// the library's sorting of them ([`Manifests`]: the one in use, the
+    /// ones skipped). An entry is valid exactly when recovery would retain it.
+    pub fn manifests(&self) -> Result<(Vec<ManifestEntry>, Manifests), Fail> {
+        let ids = block_on(manifest::list(&ReadOnlyStorage, &self.path))
             .map_err(|e| Fail::new(EXIT_ERROR, e.to_string()))?;
-        Ok(ids
-            .into_iter()
-            .map(|id| {
-                let result = block_on(manifest::read(&ReadOnly, &self.path, id)).and_then(|m| {
-                    if m.log_id == self.log_id {
-                        Ok(m)
-                    } else {
-                        Err("manifest belongs to another log".to_string())
-                    }
-                });
-                ManifestEntry {
-                    id,
-                    path: self
-                        .path
-                        .join(CHECKPOINT_DIR)
-                        .join(manifest::manifest_name(id)),
-                    result,
-                }
+        let found = ids.into_iter().map(|id| {
+            (
+                id,
+                block_on(manifest::read(&ReadOnlyStorage, &self.path, id)),
+            )
+        });
+        let set = Manifests::from_found(self.log_id, found);
+        let mut entries: Vec<ManifestEntry> = set
+            .retained
+            .iter()
+            .map(|m| (m.checkpoint, Ok(m.clone())))
+            .chain(set.failed.iter().map(|(id, e)| (*id, Err(e.clone()))))
+            .map(|(id, result)| ManifestEntry {
+                id,
+                path: self
+                    .path
+                    .join(CHECKPOINT_DIR)
+                    .join(manifest::manifest_name(id)),
+                result,
             })
-            .collect())
+            .collect();
+        entries.sort_by_key(|e| e.id);
+        Ok((entries, set))
     }
 
     /// The segment files of shard `s`, in index order.
     pub fn segment_files(&self, s: u32) -> Result<Vec<SegFile>, Fail> {
         let dir = self.shard_dir(s);
-        let names = match ro::list(&dir) {
+        let names = match list(&dir) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io_fail("cannot list", &dir, e)),
@@ -318,15 +310,13 @@ impl LogDir {
         Ok(v)
     }
 
-    /// Scan shard `s` read-only with the recovery scanner.
+    /// Scan shard `s` read-only with the library's recovery scan.
     ///
     /// With `from_seq`, leading segments are skipped exactly as the runtime
-    /// skips them when it recovers from a checkpoint (while the next
-    /// segment's header is ours and starts at or before `from_seq`); with
-    /// `None`, every segment is read (a full CRC scan). `on_frame` sees
-    /// every valid frame in log order with its segment index and offset;
-    /// returning `false` stops the scan after the current segment
-    /// ([`Verdict::Stopped`]).
+    /// skips them when it recovers from a checkpoint; with `None`, every
+    /// segment is read (a full CRC scan). `on_frame` sees every valid frame
+    /// in log order with its segment index and offset; returning `false`
+    /// stops the scan after the current segment ([`Verdict::Stopped`]).
     pub fn scan_shard(
         &self,
         s: u32,
@@ -345,87 +335,74 @@ impl LogDir {
         for f in &files {
             headers.push(SegmentHeader::decode(&read_head(&f.path)?));
         }
-        let ours = |h: &Result<SegmentHeader, HeaderError>| {
-            h.as_ref()
-                .ok()
-                .filter(|h| h.log_id == self.log_id && h.shard == s)
-                .copied()
-        };
-        let mut skip = 0;
-        if let Some(from) = from_seq {
-            while skip + 1 < files.len() {
-                match ours(&headers[skip + 1]) {
-                    Some(h) if h.first_seq <= from => skip += 1,
-                    _ => break,
-                }
-            }
-        }
         let mut stats = vec![SegStats::default(); files.len()];
-        for f in &files[..skip] {
-            progress.add(f.len);
-        }
-        let mut scanner = Scanner::new(exp);
-        let mut verdict = None;
-        let mut halted = false;
-        for k in skip..files.len() {
-            let bytes = read_segment(&files[k].path)?;
-            let next_head = match files.get(k + 1) {
-                Some(n) => Some(read_head(&n.path)?),
-                None => None,
-            };
-            let seg = SegmentBytes {
-                index: files[k].index,
-                path: files[k].path.clone(),
-                bytes: &bytes,
-            };
-            let cur = &mut stats[k];
-            cur.scanned = true;
-            let stop = scanner.feed(&seg, next_head.as_deref(), |f, index, offset| {
-                cur.observe(f, offset);
-                if !halted && !on_frame(f, index, offset) {
-                    halted = true;
+        let opts = ScanOptions {
+            from_seq,
+            repair: false,
+        };
+        let scanned = block_on(shard_scan::scan(
+            &ReadOnlyStorage,
+            &dir,
+            exp,
+            opts,
+            |f, index, offset| {
+                if let Some(k) = files.iter().position(|x| x.index == index) {
+                    stats[k].scanned = true;
+                    stats[k].observe(f, offset);
                 }
-            });
-            progress.add(files[k].len);
-            drop(bytes);
-            if let Some(mut stop) = stop {
-                if halted {
-                    verdict = Some(Verdict::Stopped);
-                    break;
-                }
-                for later in &files[k + 1..] {
-                    let lb = read_segment(&later.path)?;
-                    stop.consider_later(
-                        &SegmentBytes {
-                            index: later.index,
-                            path: later.path.clone(),
-                            bytes: &lb,
-                        },
-                        &exp,
-                    );
-                    progress.add(later.len);
-                }
-                verdict = Some(match scanner.decide(stop) {
-                    Ok(o) if o.torn.is_some() => Verdict::Torn(o),
-                    Ok(o) => Verdict::Clean(o),
-                    Err(c) => Verdict::Corrupt(c),
-                });
-                break;
+                progress.add(f.len as u64);
+                on_frame(f, index, offset)
+            },
+        ));
+        progress.add(files.iter().map(|f| f.len).sum::<u64>());
+        let (verdict, skipped, scan) = match scanned {
+            Ok(sc) => {
+                let v = if sc.stopped {
+                    Verdict::Stopped
+                } else if sc.outcome.torn.is_some() {
+                    Verdict::Torn(sc.outcome.clone())
+                } else {
+                    Verdict::Clean(sc.outcome.clone())
+                };
+                (v, sc.skipped.len(), Some(sc))
             }
-            if halted {
-                verdict = Some(Verdict::Stopped);
-                break;
+            Err(Error::Corruption {
+                segment,
+                offset,
+                detail,
+                ..
+            }) => {
+                // Every file up to the damaged one was read.
+                if let Some(k) = files.iter().position(|f| f.path == segment) {
+                    for st in &mut stats[..=k] {
+                        st.scanned = true;
+                    }
+                }
+                let c = Corrupt {
+                    path: segment,
+                    offset,
+                    detail,
+                };
+                (Verdict::Corrupt(c), 0, None)
+            }
+            Err(e) => return Err(Fail::new(EXIT_ERROR, e.to_string())),
+        };
+        if let Some(sc) = &scan {
+            for (k, f) in files.iter().enumerate() {
+                if !sc.skipped.iter().any(|x| x.index == f.index) && !sc.stopped {
+                    stats[k].scanned = true;
+                }
             }
         }
-        let verdict = verdict.unwrap_or_else(|| Verdict::Clean(scanner.finish()));
         Ok(ShardScan {
             shard: s,
             dir,
             files,
             headers,
             stats,
-            skipped: skip,
+            skipped,
             verdict,
+            scanned: scan,
         })
     }
 

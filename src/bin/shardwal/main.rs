@@ -13,7 +13,7 @@
 //! Every command prints human-readable tables, or JSON with `--json`.
 //! `inspect`, `dump`, `verify` and `recover --dry-run` never modify the
 //! directory: they read through a storage backend that refuses every write
-//! ([`ro::ReadOnly`]) and they do not take the directory lock, so they can
+//! (`shardwal::ReadOnlyStorage`) and they do not take the directory lock, so they can
 //! run next to a live process (what they see of its unsynced tail may then
 //! be torn).
 //!
@@ -22,9 +22,9 @@
 //! snapshot or manifest); 2 any other failure (usage, not a log, I/O error,
 //! directory locked).
 //!
-//! Modules: [`logdir`] (read-only directory access and the recovery scan),
-//! one module per subcommand, [`table`] and [`json`] for output, [`ro`] the
-//! read-only storage, [`progress`] the progress line.
+//! Modules: [`logdir`] (read-only directory access over the library's
+//! recovery scan), one module per subcommand, [`table`] and [`json`] for
+//! output, [`progress`] the progress line.
 
 mod bench;
 mod dump;
@@ -33,7 +33,6 @@ mod json;
 mod logdir;
 mod progress;
 mod recover;
-mod ro;
 mod table;
 mod verify;
 

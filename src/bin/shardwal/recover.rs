@@ -1,16 +1,15 @@
 //! `shardwal recover DIR [--dry-run]`.
 //!
-//! With `--dry-run`, computes the recovery report read-only, exactly as
-//! `Runtime::start` would: the newest valid manifest; each shard scanned
-//! from that checkpoint's replay position (leading segments skipped the same
-//! way) with the recovery scanner, collecting a `ScanSummary`; the sealed
-//! epoch (the smallest last barrier over shards, at least the checkpoint's
-//! epoch); each shard's cut just after `barrier(sealed)`; and what the cut
-//! and the torn-tail repair would remove. Nothing on disk changes.
+//! With `--dry-run`, computes the recovery report read-only with the
+//! library's own recovery: the planner's scope for the log's own shard
+//! count, each shard scanned by the library's streaming scan on read-only
+//! storage (from the checkpoint's replay position, leading segments skipped
+//! the same way), then the planner's sealed epoch, cuts and replay plans
+//! ([`shardwal::recovery::plan`]). Nothing on disk changes.
 //!
 //! Without `--dry-run`, it first computes the same plan (refusing corruption
 //! with exit status 1 before touching anything), then starts a `Runtime` on
-//! the directory with one shard per shard directory and engine code that
+//! the directory with one shard per written shard and engine code that
 //! returns at once: the runtime takes the directory lock, cuts torn tails
 //! and unsealed epochs, makes the result durable, and its shutdown seals one
 //! more (empty) epoch. It prints the runtime's `RecoveryReport`.
@@ -18,16 +17,18 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use shardwal::checkpoint::SourceOffset;
 use shardwal::format::frame::frame_len;
 use shardwal::format::segment_header::RECORDS_START;
-use shardwal::recovery::{ScanSummary, TornTail};
+use shardwal::recovery::TornTail;
+use shardwal::recovery::plan;
 use shardwal::{
-    Error, FsyncPolicy, RecordKind, RecoveryReport, Runtime, RuntimeConfig, SegmentPrepare,
-    ShardConfig,
+    Error, FsyncPolicy, RecoveryReport, Runtime, RuntimeConfig, SegmentPrepare, ShardConfig,
+    ShardRecovery,
 };
 
-use crate::inspect::newest_valid;
 use crate::json::Json;
 use crate::logdir::{LogDir, Verdict};
 use crate::progress::Progress;
@@ -84,117 +85,74 @@ pub struct Report {
 /// returned as a failure with exit status 1.
 pub fn plan(log: &LogDir, progress: bool) -> Result<Report, Fail> {
     let started = Instant::now();
-    let manifests = log.manifests()?;
-    let manifest = newest_valid(&manifests).cloned();
-    let used = manifest.as_ref().map_or(0, |m| m.checkpoint);
-    let skipped_manifests: Vec<(u64, String)> = manifests
-        .iter()
-        .filter(|m| m.id > used)
-        .filter_map(|m| m.result.as_ref().err().map(|e| (m.id, e.clone())))
-        .collect();
-    // Every shard with a log to recover: written and retired ones.
-    let all: Vec<u32> = log.layout.data_shards();
-    let mut prog = Progress::new("scanning", log.segment_bytes(&all), progress);
-    let mut scans = Vec::new();
-    let mut segment_size = None;
-    for &s in &all {
-        let entry = manifest
-            .as_ref()
-            .and_then(|m| m.shards.iter().find(|e| e.shard == s));
-        let from_seq = entry.map(|e| e.replay_from);
-        let from = from_seq.unwrap_or(0);
-        let mut summary = ScanSummary::new(from);
-        // Frame bytes before each possible cut point, to report kept bytes.
-        let mut total = 0u64;
-        let mut marks: Vec<(u64, u64)> = Vec::new();
-        let mut seen_from = false;
-        let scan = log.scan_shard(s, from_seq, &mut prog, |f, seg, off| {
-            summary.observe(f, seg, off);
-            if f.meta.seq >= from && !seen_from {
-                seen_from = true;
-                marks.push((f.meta.seq, total));
+    let (_, manifests) = log.manifests()?;
+    let scope = &log.scope;
+    let mut prog = Progress::new("scanning", log.segment_bytes(&scope.all), progress);
+    let mut scans = BTreeMap::new();
+    for &s in &scope.all {
+        let scan = log.scan_shard(s, manifests.replay_from(s), &mut prog, |_, _, _| true)?;
+        match (scan.verdict, scan.scanned) {
+            (Verdict::Corrupt(c), _) => {
+                return Err(Fail::new(
+                    EXIT_CORRUPT,
+                    format!(
+                        "corruption in shard {s}, segment {}, offset {}: {} (recovery refuses to open this log)",
+                        c.path.display(),
+                        c.offset,
+                        c.detail
+                    ),
+                ));
             }
-            total += f.len as u64;
-            if f.meta.kind == RecordKind::Barrier {
-                marks.push((f.meta.seq + 1, total));
+            (_, Some(sc)) => {
+                scans.insert(s, sc);
             }
-            true
-        })?;
-        if let Verdict::Corrupt(c) = &scan.verdict {
-            return Err(Fail::new(
-                EXIT_CORRUPT,
-                format!(
-                    "corruption in shard {s}, segment {}, offset {}: {} (recovery refuses to open this log)",
-                    c.path.display(),
-                    c.offset,
-                    c.detail
-                ),
-            ));
+            (_, None) => unreachable!("a scan that did not fail has a result"),
         }
-        let outcome = scan.outcome().cloned().expect("a full scan has an outcome");
-        if let Some(last) = outcome.kept.last() {
-            segment_size = segment_size.or(Some(last.header.segment_size));
-        }
-        scans.push((summary, outcome, marks));
     }
     drop(prog);
-    let floor = manifest.as_ref().map_or(0, |m| m.epoch);
-    let sealed = log.sealed_epoch(floor, |s| {
-        let i = all.iter().position(|x| *x == s)?;
-        Some(scans[i].0.last_barrier(floor))
-    });
-    let mut shards = Vec::new();
-    for (&s, (summary, outcome, marks)) in all.iter().zip(&scans) {
-        let mut row = ShardRow {
-            shard: s,
-            records: outcome.records,
-            bytes: outcome.bytes,
-            segments: outcome.kept.len(),
-            epochs: summary.barriers_since_from + 1,
-            torn: outcome.torn.clone(),
-            cut_records: 0,
-            removed_segments: outcome.dropped.len(),
-            next_seq: outcome.next_seq,
-            epoch: sealed + 1,
-            replay: None,
-            offsets: Vec::new(),
-        };
-        // The same conditions as `recovery::shard::apply`.
-        if let Some(c) = summary.cut_for(sealed)
-            && c.seq < outcome.next_seq
-            && let Some(k) = outcome.kept.iter().position(|x| x.index == c.segment)
-        {
-            row.cut_records = outcome.next_seq - c.seq;
-            row.removed_segments += outcome.kept.len() - (k + 1);
-            row.segments = k + 1;
-            row.next_seq = c.seq;
-            row.records = outcome.records.saturating_sub(row.cut_records);
-            if let Some((_, b)) = marks.iter().find(|(q, _)| *q == c.seq) {
-                row.bytes = *b;
-            }
-        }
-        let from = summary
-            .from_point
-            .map_or(row.next_seq, |p| p.seq)
-            .min(row.next_seq);
-        row.replay = Some((from, row.next_seq));
-        let from_manifest = manifest
-            .as_ref()
-            .and_then(|m| m.shards.iter().find(|e| e.shard == s))
-            .and_then(|e| e.commit.as_ref());
-        if let Some(c) = summary.commit_for(sealed).or(from_manifest) {
-            row.offsets = c.offsets.clone();
-        }
-        shards.push(row);
-    }
+    let segment_size = scans
+        .values()
+        .rev()
+        .find_map(|sc| sc.outcome.kept.last().map(|k| k.header.segment_size));
+    let planned =
+        plan::plan(scope, &manifests, scans).map_err(|e| Fail::new(EXIT_ERROR, e.to_string()))?;
+    let shards = planned
+        .shards
+        .values()
+        .map(|p| {
+            let mut row = ShardRow::from(&p.cut.report);
+            row.replay = Some((p.replay.from.0, p.replay.until.0));
+            row.offsets = p.commit.as_ref().map_or(Vec::new(), |c| c.offsets.clone());
+            row
+        })
+        .collect();
     Ok(Report {
-        sealed,
-        checkpoint: manifest.map(|m| m.checkpoint),
-        skipped_manifests,
+        sealed: planned.sealed.0,
+        checkpoint: planned.report.checkpoint.map(|c| c.0),
+        skipped_manifests: planned.report.skipped_manifests.clone(),
         shards,
         elapsed: started.elapsed(),
         segment_size,
     })
+}
+
+impl From<&ShardRecovery> for ShardRow {
+    fn from(s: &ShardRecovery) -> ShardRow {
+        ShardRow {
+            shard: s.shard.0,
+            records: s.records,
+            bytes: s.bytes,
+            segments: s.segments,
+            epochs: s.epochs_seen,
+            torn: s.torn.clone(),
+            cut_records: s.cut_records,
+            removed_segments: s.removed_segments,
+            next_seq: s.next_seq.0,
+            epoch: s.epoch.0,
+            replay: None,
+            offsets: Vec::new(),
+        }
+    }
 }
 
 fn from_runtime(r: &RecoveryReport) -> Report {
@@ -202,24 +160,7 @@ fn from_runtime(r: &RecoveryReport) -> Report {
         sealed: r.sealed.0,
         checkpoint: r.checkpoint.map(|c| c.0),
         skipped_manifests: r.skipped_manifests.clone(),
-        shards: r
-            .shards
-            .iter()
-            .map(|s| ShardRow {
-                shard: s.shard.0,
-                records: s.records,
-                bytes: s.bytes,
-                segments: s.segments,
-                epochs: s.epochs_seen,
-                torn: s.torn.clone(),
-                cut_records: s.cut_records,
-                removed_segments: s.removed_segments,
-                next_seq: s.next_seq.0,
-                epoch: s.epoch.0,
-                replay: None,
-                offsets: Vec::new(),
-            })
-            .collect(),
+        shards: r.shards.iter().map(ShardRow::from).collect(),
         elapsed: r.elapsed,
         segment_size: None,
     }

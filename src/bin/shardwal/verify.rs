@@ -29,7 +29,6 @@ use shardwal::recovery::ScanOutcome;
 use crate::json::Json;
 use crate::logdir::{LogDir, Verdict};
 use crate::progress::Progress;
-use crate::ro::ReadOnly;
 use crate::table;
 use crate::{CmdResult, EXIT_CORRUPT, EXIT_OK};
 
@@ -175,12 +174,8 @@ pub fn run(dir: &Path, json: bool) -> CmdResult {
     drop(prog);
 
     // Manifests and snapshots.
-    let manifests = log.manifests()?;
-    let newest_valid = manifests
-        .iter()
-        .rev()
-        .find(|m| m.result.is_ok())
-        .map(|m| m.id);
+    let (manifests, set) = log.manifests()?;
+    let newest_valid = set.newest().map(|m| m.checkpoint);
     let mut manifest_json = Vec::new();
     let mut snapshot_json = Vec::new();
     for m in &manifests {
@@ -222,7 +217,7 @@ pub fn run(dir: &Path, json: bool) -> CmdResult {
                     let sdir = log.shard_dir(sc.shard);
                     let path = sdir.join(&sc.snapshot.file);
                     let r = block_on(snapshot::read(
-                        &ReadOnly,
+                        &shardwal::ReadOnlyStorage,
                         &sdir,
                         sc.shard,
                         man.checkpoint,

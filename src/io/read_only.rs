@@ -1,9 +1,11 @@
-//! A read-only [`Storage`] for the inspection commands (`inspect`, `dump`,
-//! `verify`, `recover --dry-run`): files are opened `O_RDONLY` and every
-//! operation that could change the disk (create, write, remove, rename,
-//! truncate, sync) fails with `PermissionDenied`. The library's readers
-//! (manifests, snapshots) run on it unchanged, and the type guarantees that
-//! these commands never modify a log.
+//! A read-only [`Storage`]: files are opened `O_RDONLY` and every operation
+//! that could change the disk (create, write, remove, rename, truncate,
+//! sync) fails with `PermissionDenied`. The recovery scan, the planner's
+//! inputs and the manifest and snapshot readers run on it unchanged, so a
+//! tool (the CLI's `inspect`, `dump`, `verify`, `recover --dry-run`) can
+//! compute exactly what recovery would do, and the type guarantees it
+//! never modifies the log. It takes no lock: it can run beside a live
+//! process (what it sees of that process's unsynced tail may be torn).
 //!
 //! Like `StdStorage`, its async functions complete immediately: drive them
 //! with `futures_lite::future::block_on`.
@@ -13,16 +15,16 @@ use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
-use shardwal::io::AlignedBuf;
-use shardwal::{Storage, StorageFile};
+use super::std_fs::{list_dir, pread_buf, pread_full};
+use super::{AlignedBuf, Storage, StorageFile};
 
 /// Read-only std-file storage.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct ReadOnly;
+pub struct ReadOnlyStorage;
 
 /// A file opened read-only.
 #[derive(Debug)]
-pub struct RoFile {
+pub struct ReadOnlyFile {
     file: File,
 }
 
@@ -36,19 +38,19 @@ fn refused(what: &str, path: &Path) -> io::Error {
     )
 }
 
-impl Storage for ReadOnly {
+impl Storage for ReadOnlyStorage {
     type Buf = AlignedBuf;
-    type File = RoFile;
+    type File = ReadOnlyFile;
 
     fn alloc_buf(&self, len: usize) -> AlignedBuf {
         AlignedBuf::zeroed(len)
     }
 
-    async fn open(&self, path: &Path, create: bool) -> io::Result<RoFile> {
+    async fn open(&self, path: &Path, create: bool) -> io::Result<ReadOnlyFile> {
         if create {
             return Err(refused("create", path));
         }
-        Ok(RoFile {
+        Ok(ReadOnlyFile {
             file: File::open(path)?,
         })
     }
@@ -62,7 +64,7 @@ impl Storage for ReadOnly {
     }
 
     async fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        list(dir)
+        list_dir(dir)
     }
 
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
@@ -82,17 +84,7 @@ impl Storage for ReadOnly {
     }
 }
 
-/// Sorted names of the entries of `dir`.
-pub fn list(dir: &Path) -> io::Result<Vec<String>> {
-    let mut names = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        names.push(e?.file_name().to_string_lossy().into_owned());
-    }
-    names.sort();
-    Ok(names)
-}
-
-impl StorageFile for RoFile {
+impl StorageFile for ReadOnlyFile {
     type Buf = AlignedBuf;
     type ReadBuf = AlignedBuf;
 
@@ -101,7 +93,23 @@ impl StorageFile for RoFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<AlignedBuf> {
-        shardwal::io::std_fs::pread_buf(&self.file, pos, len)
+        pread_buf(&self.file, pos, len)
+    }
+
+    /// A blocking `pread(2)` straight into `buf`, done when called.
+    fn read_into(
+        self: Rc<Self>,
+        pos: u64,
+        buf: AlignedBuf,
+        at: usize,
+        len: usize,
+    ) -> impl std::future::Future<Output = io::Result<(AlignedBuf, usize)>> + 'static {
+        let mut buf = buf;
+        let r = match buf.get_mut(at..at + len) {
+            Some(dst) => pread_full(&self.file, dst, pos).map(|n| (buf, n)),
+            None => Err(io::Error::other("read_into: buffer too small")),
+        };
+        std::future::ready(r)
     }
 
     async fn sync_data(&self) -> io::Result<()> {
