@@ -32,9 +32,9 @@ use crate::workload::{Counts, SMALL, WorkloadKind};
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// Repetitions (interleaved; figures are medians over them).
-    #[arg(long, default_value_t = 3)]
-    reps: usize,
+    /// Repetitions (interleaved; figures are medians over them) [default 3; quick 1].
+    #[arg(long)]
+    reps: Option<usize>,
     /// Data directory (on the disk to measure). Each run gets a fresh
     /// subdirectory, removed afterwards.
     #[arg(long, default_value = "/tmp/shardwal-compare")]
@@ -237,10 +237,7 @@ fn main() {
 }
 
 fn real_main(mut args: Args) -> Res<()> {
-    if args.quick && args.reps == 3 {
-        args.reps = 1;
-    }
-    let reps = args.reps.max(1);
+    let reps = args.reps.unwrap_or(if args.quick { 1 } else { 3 }).max(1);
     let threads = args.threads.max(1);
     args.threads = threads;
     let cores = core_affinity::get_core_ids().unwrap_or_default();
@@ -397,10 +394,14 @@ fn real_main(mut args: Args) -> Res<()> {
     let notes: BTreeMap<&'static str, &'static str> =
         systems.iter().map(|s| (s.name(), s.sync_note())).collect();
 
-    let mut out = std::io::stdout().lock();
-    let p = |out: &mut std::io::StdoutLock<'_>, s: String| {
-        writeln!(out, "{s}").map_err(|e| e.to_string())
+    // The tables go to stdout, or to stderr when the JSON does.
+    let json_stdout = args.json.as_deref() == Some(Path::new("-"));
+    let mut out: Box<dyn Write> = if json_stdout {
+        Box::new(std::io::stderr().lock())
+    } else {
+        Box::new(std::io::stdout().lock())
     };
+    let p = |out: &mut Box<dyn Write>, s: String| writeln!(out, "{s}").map_err(|e| e.to_string());
     p(
         &mut out,
         format!(

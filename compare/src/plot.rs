@@ -71,12 +71,14 @@ pub fn throughput(dir: &Path, meds: &[Median], reps: usize) -> PlotResult<Vec<Pa
                 .margin(12)
                 .x_label_area_size(40)
                 .y_label_area_size(80)
-                .build_cartesian_2d((0..rows.len()).into_segmented(), 0f64..ymax)
+                // A segmented 0..n has n + 1 segments: one per bar is 0..n-1.
+                .build_cartesian_2d((0..rows.len() - 1).into_segmented(), 0f64..ymax)
                 .map_err(err)?;
             chart
                 .configure_mesh()
                 .disable_x_mesh()
                 .y_desc(unit)
+                .y_label_formatter(&|v| short(*v))
                 .x_label_formatter(&|x| match x {
                     SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
                     _ => String::new(),
@@ -101,11 +103,38 @@ pub fn throughput(dir: &Path, meds: &[Median], reps: usize) -> PlotResult<Vec<Pa
                     bar
                 }))
                 .map_err(err)?;
+            chart
+                .draw_series(values.iter().enumerate().map(|(i, v)| {
+                    Text::new(
+                        short(*v),
+                        (SegmentValue::CenterOf(i), *v + ymax * 0.01),
+                        ("sans-serif", 14).into_font().color(&BLACK).pos(
+                            plotters::style::text_anchor::Pos::new(
+                                plotters::style::text_anchor::HPos::Center,
+                                plotters::style::text_anchor::VPos::Bottom,
+                            ),
+                        ),
+                    )
+                }))
+                .map_err(err)?;
             root.present().map_err(err)?;
         }
         files.push(path);
     }
     Ok(files)
+}
+
+/// A compact number: 1.23 M, 456 k, 7.8.
+fn short(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.0} k", v / 1e3)
+    } else if v >= 10.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
 }
 
 /// `(latency in µs, fraction of durable points at or below it)` of `h`.
@@ -169,6 +198,7 @@ pub fn latency_cdfs(
             chart
                 .configure_mesh()
                 .x_desc("latency, µs (log scale)")
+                .x_label_formatter(&|v| format!("{v:.0}"))
                 .y_desc("fraction of durable points")
                 .draw()
                 .map_err(err)?;

@@ -1,11 +1,12 @@
 //! The human tables (comfy-table).
 
 use comfy_table::presets::UTF8_FULL_CONDENSED;
-use comfy_table::{Cell, CellAlignment, Table};
+use comfy_table::{Cell, CellAlignment, ContentArrangement, Table};
 
 use crate::device::Fio;
 use crate::results::{Median, Ratio};
 use crate::system::Role;
+use crate::workload::WorkloadKind;
 
 fn rate(v: f64) -> String {
     if !v.is_finite() {
@@ -71,18 +72,30 @@ pub fn medians_table(meds: &[Median], reps: usize) -> Table {
             continue;
         }
         let lat = f.latency;
+        // `open` appends one record: its time is the figure, not a rate.
+        let rates = m.workload != WorkloadKind::Open;
         t.add_row(vec![
             Cell::new(m.workload.name()),
             Cell::new(name),
-            right(rate(f.records_per_s)),
-            right(format!("{:.1}", f.mib_per_s)),
-            right(
+            right(if rates {
+                rate(f.records_per_s)
+            } else {
+                String::new()
+            }),
+            right(if rates {
+                format!("{:.1}", f.mib_per_s)
+            } else {
+                String::new()
+            }),
+            right(if rates {
                 f.thread_records_per_s
                     .iter()
                     .map(|v| rate(*v))
                     .collect::<Vec<_>>()
-                    .join(" / "),
-            ),
+                    .join(" / ")
+            } else {
+                String::new()
+            }),
             right(lat.map_or("".into(), |l| us(l.p50_us))),
             right(lat.map_or("".into(), |l| us(l.p99_us))),
             right(lat.map_or("".into(), |l| us(l.p999_us))),
@@ -158,6 +171,8 @@ pub fn sync_table(notes: &[(&str, &str)]) -> Table {
         "system",
         "what its durable point really does (checked in its source)",
     ]);
+    t.set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(150);
     for (name, note) in notes {
         t.add_row(vec![Cell::new(name), Cell::new(note)]);
     }

@@ -113,7 +113,7 @@ impl System for RaftEngine {
     }
 
     fn sync_note(&self) -> &'static str {
-        "Engine::write(batch, sync=true): the write-group leader appends (pwrite) then FilePipeLog::sync -> LogFd::sync = fdatasync on Linux (src/env/log_fd/unix.rs); panics if it fails"
+        "Engine::write(batch, sync=true): the write-group leader appends (pwrite), then FilePipeLog::sync -> LogFd::sync = fdatasync on Linux (src/env/log_fd/unix.rs); panics if it fails. Engine::sync() does nothing (an empty batch returns before the sync, src/engine.rs)"
     }
 
     fn run_write(
