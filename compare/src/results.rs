@@ -293,9 +293,14 @@ pub fn ratios(meds: &[Median]) -> Vec<Ratio> {
             WorkloadKind::Recover => ("", "", ""),
             WorkloadKind::Open => unreachable!(),
         };
+        let unit = if w == WorkloadKind::Large {
+            "payload MiB/s"
+        } else {
+            "records/s"
+        };
         if let Some(b) = best {
             push(
-                format!("records/s: shardwal / best durable peer ({})", b.system),
+                format!("{unit}: shardwal / best durable peer ({})", b.system),
                 f.records_per_s / b.figures.records_per_s,
                 t_peer,
             );
@@ -318,7 +323,7 @@ pub fn ratios(meds: &[Median]) -> Vec<Ratio> {
         }
         if let Some(r) = raw {
             push(
-                "records/s: shardwal / raw".into(),
+                format!("{unit}: shardwal / raw"),
                 f.records_per_s / r.figures.records_per_s,
                 t_raw,
             );

@@ -82,6 +82,15 @@ impl System for Shardwal {
                 }
             }
             let elapsed = t0.elapsed();
+            // Each durable point follows new appends, so it needs its own
+            // fdatasync: fewer would mean a sync() that did not sync.
+            let points = spec.records.div_ceil(spec.group);
+            let syncs = log.stats().syncs;
+            if syncs < points {
+                return Err(format!(
+                    "{points} durable points but only {syncs} fdatasyncs (WriterStats::syncs)"
+                ));
+            }
             log.close().await.map_err(ctx("close"))?;
             Ok(ThreadOutcome {
                 latency_ns: hist,
