@@ -65,9 +65,24 @@ struct Fs {
     path_fault: Option<(PathBuf, WriteFault)>,
     sync_fault: Option<u64>,
     capacity: Option<u64>,
+    /// Operations that change the disk (create, write, fsync, remove,
+    /// rename, truncate, directory fsync) done so far.
+    changes: u64,
+    /// Every change from this one on fails with EIO: the process "died".
+    halt_at: Option<u64>,
 }
 
 impl Fs {
+    /// Count a change; EIO if the simulated process has halted.
+    fn change(&mut self) -> io::Result<()> {
+        let n = self.changes;
+        self.changes += 1;
+        match self.halt_at {
+            Some(h) if n >= h => Err(io::Error::from_raw_os_error(libc::EIO)),
+            _ => Ok(()),
+        }
+    }
+
     fn used(&self) -> u64 {
         self.live
             .values()
@@ -153,6 +168,21 @@ impl SimStorage {
         self.fs.borrow_mut().capacity = bytes;
     }
 
+    /// Let `n` more changes (create, write, fsync, remove, rename,
+    /// truncate, directory fsync) through, then fail every later one with
+    /// EIO, as if the process had died there: [`SimStorage::crash`] then
+    /// gives the disk at that point. Explores crash points one change at a
+    /// time.
+    pub fn halt_after(&self, n: u64) {
+        let mut fs = self.fs.borrow_mut();
+        fs.halt_at = Some(fs.changes + n);
+    }
+
+    /// Changes made so far (see [`SimStorage::halt_after`]).
+    pub fn changes(&self) -> u64 {
+        self.fs.borrow().changes
+    }
+
     /// Clear every injected fault.
     pub fn heal(&self) {
         let mut fs = self.fs.borrow_mut();
@@ -160,6 +190,7 @@ impl SimStorage {
         fs.path_fault = None;
         fs.sync_fault = None;
         fs.capacity = None;
+        fs.halt_at = None;
     }
 
     /// Number of completed writes and fsyncs so far.
@@ -247,6 +278,7 @@ impl Storage for SimStorage {
     async fn open(&self, path: &Path, create: bool) -> io::Result<SimFile> {
         let mut fs = self.fs.borrow_mut();
         if create {
+            fs.change()?;
             if fs.live.contains_key(path) {
                 return Err(io::Error::from(io::ErrorKind::AlreadyExists));
             }
@@ -274,9 +306,9 @@ impl Storage for SimStorage {
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
-        self.fs
-            .borrow_mut()
-            .live
+        let mut fs = self.fs.borrow_mut();
+        fs.change()?;
+        fs.live
             .remove(path)
             .map(|_| ())
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
@@ -284,6 +316,7 @@ impl Storage for SimStorage {
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut fs = self.fs.borrow_mut();
+        fs.change()?;
         let f = fs
             .live
             .remove(from)
@@ -323,6 +356,7 @@ impl Storage for SimStorage {
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut fs = self.fs.borrow_mut();
+        fs.change()?;
         let fs = &mut *fs;
         fs.durable.retain(|p, _| p.parent() != Some(dir));
         for (p, f) in &fs.live {
@@ -340,6 +374,7 @@ impl StorageFile for SimFile {
 
     async fn write_at(&self, buf: Rc<AlignedBuf>, pos: u64) -> io::Result<usize> {
         let mut fs = self.fs.borrow_mut();
+        fs.change()?;
         let n = fs.writes;
         fs.writes += 1;
         let mut len = buf.len();
@@ -384,6 +419,7 @@ impl StorageFile for SimFile {
 
     async fn sync_data(&self) -> io::Result<()> {
         let mut fs = self.fs.borrow_mut();
+        fs.change()?;
         let n = fs.syncs;
         fs.syncs += 1;
         if fs.sync_fault == Some(n) {
@@ -407,6 +443,7 @@ impl StorageFile for SimFile {
     }
 
     async fn set_len(&self, len: u64) -> io::Result<()> {
+        self.fs.borrow_mut().change()?;
         // The new size becomes durable with the next fsync.
         self.data.borrow_mut().live.resize(len as usize, 0);
         Ok(())

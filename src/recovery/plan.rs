@@ -19,6 +19,7 @@
 //! | step | rule |
 //! |---|---|
 //! | checkpoint | the newest manifest that validates and belongs to this log; newer ones that fail are reported as skipped |
+//! | checkpoint vs log | every shard's log must hold the checkpoint's replay position: a log that ends before it (or starts after it) is corruption ([`check_checkpoint`]) |
 //! | layout | `LAYOUT` if present; else every shard directory present is written, joined at epoch 0 (a new log: the runtime's shards) |
 //! | orphans | a directory the layout does not list must hold no records; an empty one is adopted (retired if ≥ M) |
 //! | sealed epoch | the smallest, over written shards, of the last barrier held (at least the checkpoint's epoch) or the join epoch, whichever is later ([`Layout::sealed`]) |
@@ -195,6 +196,66 @@ pub fn sealed_epoch(layout: &Layout, floor: u64, last_barrier: impl Fn(u32) -> O
     layout.sealed(floor, |s| last_barrier(s).unwrap_or(floor).max(floor))
 }
 
+/// A shard's log must hold what the checkpoint it is recovered from
+/// proves existed: every record from the manifest's replay position up to
+/// its barrier was durable before the manifest was written. A log that
+/// starts after that position, or ends before it, has lost acknowledged
+/// records (a truncated file, damage to the last frames): corruption, not
+/// a torn tail, with or without repair (the snapshot cannot be combined
+/// with a shorter log). The one place this rule is applied: by [`plan`],
+/// and by tools that check a log.
+pub fn check_checkpoint(manifests: &Manifests, scanned: &Scanned) -> Result<()> {
+    let Some(e) = manifests.entry(scanned.shard.0) else {
+        return Ok(());
+    };
+    let checkpoint = manifests.newest().map_or(0, |m| m.checkpoint);
+    let o = &scanned.outcome;
+    let first = scanned
+        .skipped
+        .first()
+        .map(|s| s.first_seq)
+        .or_else(|| o.kept.first().map(|k| k.header.first_seq));
+    let (segment, offset, detail) = match (first, o.kept.last()) {
+        (Some(f), _) if f > e.replay_from => (
+            scanned
+                .skipped
+                .first()
+                .map(|s| s.path.clone())
+                .or_else(|| o.kept.first().map(|k| k.path.clone()))
+                .unwrap_or_else(|| scanned.dir.clone()),
+            0,
+            format!(
+                "the log starts at seq {f}, but checkpoint {checkpoint} replays it from seq {}",
+                e.replay_from
+            ),
+        ),
+        _ if o.next_seq >= e.replay_from => return Ok(()),
+        (_, Some(last)) => (
+            last.path.clone(),
+            last.valid_end,
+            format!(
+                "the log ends at seq {}, but checkpoint {checkpoint} replays it from seq {}: \
+                 records that were durable before the checkpoint are missing",
+                o.next_seq, e.replay_from
+            ),
+        ),
+        (_, None) => (
+            scanned.dir.clone(),
+            0,
+            format!(
+                "the log holds no records, but checkpoint {checkpoint} replays it from seq {}",
+                e.replay_from
+            ),
+        ),
+    };
+    Err(Error::Corruption {
+        shard: scanned.shard,
+        segment,
+        offset,
+        detail,
+    })
+}
+
 /// One log a core replays: a shard's snapshot from the checkpoint, then
 /// its records from `from` up to `until` (exclusive).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -321,6 +382,9 @@ pub fn plan(
             "{} holds records but the log's layout does not list shard {s}",
             scans[s].dir.display()
         )));
+    }
+    for sc in scans.values() {
+        check_checkpoint(manifests, sc)?;
     }
     // The consistent cut: the highest epoch whose barrier is durable on
     // every written shard. Later epochs are cut everywhere.
