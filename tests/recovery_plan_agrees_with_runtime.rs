@@ -75,7 +75,7 @@ fn plan_read_only(dir: &Path, shards: u32) -> Plan {
         .filter_map(|e| shardwal::segment::parse_shard_dir_name(&e.file_name().to_string_lossy()))
         .collect();
     let loaded = block_on(shardwal::layout::read(&st, dir, log_id)).unwrap();
-    let scope = plan::scope(log_id, loaded, &present, shards);
+    let scope = plan::scope(log_id, loaded, &present, shards).unwrap();
     let ids = block_on(manifest::list(&st, dir)).unwrap();
     let manifests = Manifests::from_found(
         log_id,

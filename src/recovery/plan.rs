@@ -130,10 +130,56 @@ pub struct Scope {
     pub per_core: Vec<Vec<u32>>,
 }
 
+/// The most shards a log can have: a bound on what a directory name (or a
+/// `LAYOUT` file) can make recovery allocate, create or scan.
+pub const MAX_SHARDS: u32 = 1024;
+
 /// Decide which shards a runtime of `shards` shards recovers on a log with
 /// the layout `loaded` (`None`: no `LAYOUT` file) and the shard
 /// directories `present`.
-pub fn scope(log_id: [u8; 16], loaded: Option<Layout>, present: &[u32], shards: u32) -> Scope {
+///
+/// A shard directory that cannot belong to the log is an error, so that a
+/// stray name never makes recovery allocate or create anything in
+/// proportion to its number: an id of [`MAX_SHARDS`] or more; and, in a
+/// log without a `LAYOUT` file (whose shards were all created at once),
+/// a directory that leaves a gap below it.
+pub fn scope(
+    log_id: [u8; 16],
+    loaded: Option<Layout>,
+    present: &[u32],
+    shards: u32,
+) -> Result<Scope> {
+    let stray = |s: u32, why: &str| {
+        Err(Error::Config(format!(
+            "unexpected shard directory shard-{s:04}: {why}; remove it if it does not belong to this log"
+        )))
+    };
+    if shards > MAX_SHARDS {
+        return Err(Error::Config(format!(
+            "{shards} shards: at most {MAX_SHARDS} are supported"
+        )));
+    }
+    if let Some(&s) = present.iter().find(|s| **s >= MAX_SHARDS) {
+        return stray(s, &format!("shard ids stop below {MAX_SHARDS}"));
+    }
+    if let Some(l) = &loaded
+        && (l.active() > MAX_SHARDS || l.retired.iter().any(|r| r.shard >= MAX_SHARDS))
+    {
+        return Err(Error::Config(format!(
+            "the layout lists shards beyond {MAX_SHARDS}"
+        )));
+    }
+    if loaded.is_none() {
+        let mut sorted = present.to_vec();
+        sorted.sort_unstable();
+        if let Some((i, &s)) = sorted.iter().enumerate().find(|(i, s)| **s != *i as u32) {
+            let why = format!(
+                "the log has no LAYOUT file, so its shards are 0..{}, and shard {i} is missing",
+                sorted.len()
+            );
+            return stray(s, &why);
+        }
+    }
     let old = layout_before(log_id, loaded.as_ref(), present, shards);
     let known = old.data_shards();
     let orphans: Vec<u32> = present
@@ -153,14 +199,14 @@ pub fn scope(log_id: [u8; 16], loaded: Option<Layout>, present: &[u32], shards: 
     for &s in all.iter().filter(|s| **s >= shards) {
         per_core[layout::replayer(s, shards) as usize].push(s);
     }
-    Scope {
+    Ok(Scope {
         shards,
         loaded,
         old,
         orphans,
         all,
         per_core,
-    }
+    })
 }
 
 /// The layout in effect before a start: `LAYOUT` if there is one; without
@@ -184,7 +230,7 @@ fn layout_before(
 
 /// [`scope`] for a runtime of the log's own shard count: that of the
 /// layout in effect (what a tool that recovers the log as it is starts).
-pub fn own_scope(log_id: [u8; 16], loaded: Option<Layout>, present: &[u32]) -> Scope {
+pub fn own_scope(log_id: [u8; 16], loaded: Option<Layout>, present: &[u32]) -> Result<Scope> {
     let shards = layout_before(log_id, loaded.as_ref(), present, 0).active();
     scope(log_id, loaded, present, shards)
 }
@@ -616,7 +662,7 @@ mod tests {
 
     #[test]
     fn the_sealed_epoch_is_the_smallest_last_barrier_and_every_shard_is_cut_there() {
-        let scope = scope(LOG, None, &[0, 1], 2);
+        let scope = scope(LOG, None, &[0, 1], 2).unwrap();
         let mut a = epochs(5, 2);
         a.extend([F::Data(6), F::Data(6)]);
         let b = epochs(3, 1);
@@ -671,7 +717,7 @@ mod tests {
         let ms = Manifests::from_found(LOG, [(7, Ok::<_, String>(m)), (8, Err("damaged".into()))]);
         assert_eq!(ms.skipped, vec![(8, "damaged".to_string())]);
         assert_eq!(ms.next_checkpoint, 9);
-        let scope = scope(LOG, None, &[0, 1], 2);
+        let scope = scope(LOG, None, &[0, 1], 2).unwrap();
         let a = [F::Data(4), F::Commit(4, 150), F::Barrier(4), F::Data(5)];
         let b = [F::Data(4), F::Data(4)];
         let p = run(
@@ -699,7 +745,7 @@ mod tests {
 
     #[test]
     fn offsets_come_from_the_last_commit_at_or_before_the_seal() {
-        let scope = scope(LOG, None, &[0], 1);
+        let scope = scope(LOG, None, &[0], 1).unwrap();
         let f = [
             F::Commit(1, 10),
             F::Barrier(1),
@@ -717,7 +763,7 @@ mod tests {
     #[test]
     fn shrinking_retires_shards_that_no_longer_hold_the_seal_back() {
         let four = Layout::implicit(LOG, &[0, 1, 2, 3]);
-        let scope = scope(LOG, Some(four.clone()), &[0, 1, 2, 3], 2);
+        let scope = scope(LOG, Some(four.clone()), &[0, 1, 2, 3], 2).unwrap();
         assert_eq!(scope.per_core, vec![vec![0, 2], vec![1, 3]]);
         let scans = (0..4)
             .map(|s| scanned(s, 0, None, &epochs(4 + s as u64, 1)))
@@ -752,12 +798,12 @@ mod tests {
     }
 
     fn scope_after(p: &Plan, present: &[u32], shards: u32) -> Scope {
-        scope(LOG, Some(p.layout.clone()), present, shards)
+        scope(LOG, Some(p.layout.clone()), present, shards).unwrap()
     }
 
     #[test]
     fn growing_joins_new_shards_at_the_seal() {
-        let scope = scope(LOG, Some(Layout::implicit(LOG, &[0, 1])), &[0, 1], 4);
+        let scope = scope(LOG, Some(Layout::implicit(LOG, &[0, 1])), &[0, 1], 4).unwrap();
         let scans = vec![
             scanned(0, 0, None, &epochs(6, 1)),
             scanned(1, 0, None, &epochs(5, 1)),
@@ -784,7 +830,7 @@ mod tests {
     #[test]
     fn an_unlisted_directory_with_records_is_refused_and_an_empty_one_adopted() {
         let listed = Layout::implicit(LOG, &[0]);
-        let scope = scope(LOG, Some(listed), &[0, 3], 1);
+        let scope = scope(LOG, Some(listed), &[0, 3], 1).unwrap();
         assert_eq!(scope.orphans, vec![3]);
         let with_records = vec![
             scanned(0, 0, None, &epochs(2, 1)),
@@ -809,5 +855,20 @@ mod tests {
         assert!(ms.newest().is_none());
         assert_eq!(ms.failed.len(), 1);
         assert_eq!(ms.next_checkpoint, 4);
+    }
+
+    #[test]
+    fn a_stray_shard_directory_is_an_error_not_an_allocation() {
+        let e = scope(LOG, None, &[0, 1, u32::MAX], 2).unwrap_err();
+        assert!(e.to_string().contains("shard-4294967295"), "{e}");
+        let e = scope(LOG, None, &[0, 1, 99_999], 2).unwrap_err();
+        assert!(e.to_string().contains("shard-99999"), "{e}");
+        // Without LAYOUT the shards were created together: no gaps.
+        let e = scope(LOG, None, &[0, 1, 7], 2).unwrap_err();
+        assert!(e.to_string().contains("shard 2 is missing"), "{e}");
+        // With a layout, ids beyond the bound are refused too.
+        let l = Layout::implicit(LOG, &[0, 1]);
+        assert!(scope(LOG, Some(l.clone()), &[0, 1, 5000], 2).is_err());
+        assert!(scope(LOG, Some(l), &[0, 1], MAX_SHARDS + 1).is_err());
     }
 }

@@ -147,7 +147,7 @@ impl Runtime {
         layout::remove_leftovers(dir);
         let present = shard_dirs_present(dir)?;
         let loaded = futures_lite::future::block_on(layout::read(&StdStorage, dir, log_id))?;
-        let scope = plan::scope(log_id, loaded, &present, m);
+        let scope = plan::scope(log_id, loaded, &present, m)?;
         let manifests = read_manifests(dir, log_id)?;
 
         let make_storage = Arc::new(make_storage);

@@ -229,7 +229,8 @@ impl LogDir {
         shards.dedup();
         let loaded = block_on(shardwal::layout::read(&ReadOnlyStorage, path, log_id))
             .map_err(|e| Fail::new(EXIT_ERROR, format!("{}: {e}", path.display())))?;
-        let scope = plan::own_scope(log_id, loaded, &shards);
+        let scope = plan::own_scope(log_id, loaded, &shards)
+            .map_err(|e| Fail::new(EXIT_ERROR, format!("{}: {e}", path.display())))?;
         let layout = scope.old.clone();
         Ok(LogDir {
             path: path.to_path_buf(),
