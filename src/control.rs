@@ -61,6 +61,9 @@ pub(crate) enum Ack {
         epoch: Epoch,
         cause: String,
     },
+    /// The shard's executor is gone (its engine code panicked, or the
+    /// runtime's own code on it did): it answers nothing any more.
+    Dead { shard: ShardId, cause: String },
 }
 
 /// The coordinator's sending end for one shard.

@@ -103,6 +103,17 @@ pub enum Error {
         /// Why.
         cause: String,
     },
+    /// A shard did not do what it was asked within the time allowed (answer
+    /// a barrier, stop at shutdown). Its engine code may be stuck.
+    #[error("{shard} did not answer {waiting_for} within {waited:?}")]
+    ShardStuck {
+        /// The shard.
+        shard: ShardId,
+        /// What it was asked ("the barrier of epoch 7", "shutdown").
+        waiting_for: String,
+        /// How long it was waited for.
+        waited: std::time::Duration,
+    },
     /// The runtime has shut down (or its coordinator is gone).
     #[error("the runtime has shut down")]
     ShutDown,

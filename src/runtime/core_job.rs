@@ -9,11 +9,13 @@
 //! does the I/O on the core's own executor.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
+use futures_lite::FutureExt;
 
 use super::context::ShardContext;
 use crate::checkpoint::CommitRecord;
@@ -54,7 +56,7 @@ pub(super) struct CoreJob {
     pub acks: Sender<control::Ack>,
     pub scanned: Sender<(u32, Result<Scanned>)>,
     pub ready: Sender<(u32, Result<ShardRecovery>)>,
-    pub done: Sender<()>,
+    pub done: Sender<ShardId>,
 }
 
 pub(super) async fn run_core<S, F, Fut>(job: CoreJob, storage: S, f: F) -> Result<()>
@@ -64,6 +66,12 @@ where
     Fut: Future<Output = Result<()>>,
 {
     let core = job.core;
+    // If anything on this executor panics, the coordinator hears of it.
+    let _notice = DeathNotice {
+        acks: job.acks.clone(),
+        done: job.done.clone(),
+        shard: core,
+    };
     let fail = |shard: u32, e: &Error| Error::ShardFailed {
         shard: ShardId(shard),
         what: "recovery".into(),
@@ -166,19 +174,103 @@ where
     let auto_task = job
         .auto
         .then(|| glommio::spawn_local(auto_barriers(ctx.clone(), job.poll, true)).detach());
-    let r = f(ctx.clone()).await;
-    let _ = job.done.send(());
-    // Until shutdown, barriers are answered on the engine's behalf, so the
-    // final epoch can seal.
-    match auto_task {
-        Some(t) => {
+    let r = match AssertUnwindSafe(f(ctx.clone())).catch_unwind().await {
+        // An error that does not say which shard it is about gets the shard.
+        Ok(Err(e))
+            if !matches!(
+                e,
+                Error::ShardFailed { .. } | Error::ShardStuck { .. } | Error::Poisoned { .. }
+            ) =>
+        {
+            Err(Error::ShardFailed {
+                shard: core,
+                what: "its engine code".into(),
+                cause: e.to_string(),
+            })
+        }
+        Ok(r) => r,
+        Err(panic) => Err(Error::ShardFailed {
+            shard: core,
+            what: "its engine code".into(),
+            cause: format!("panicked: {}", panic_message(&*panic)),
+        }),
+    };
+    let _ = job.done.send(core);
+    match (&r, auto_task) {
+        // A failed engine's state is not trusted: every barrier from now on
+        // fails, naming the shard, so no later epoch can seal.
+        (Err(e), task) => {
+            if let Some(t) = task {
+                t.cancel();
+            }
+            fail_barriers(&ctx, job.poll, &e.to_string()).await;
+        }
+        (Ok(()), Some(t)) => {
             t.await;
         }
-        None => auto_barriers(ctx.clone(), job.poll, false).await,
+        // Until shutdown, barriers are answered on the engine's behalf (an
+        // engine that returned before the final epoch).
+        (Ok(()), None) => auto_barriers(ctx.clone(), job.poll, false).await,
     }
     drop(ctx);
     let closed = log.close().await;
     r.and(closed)
+}
+
+/// Tells the coordinator, if the executor unwinds from a panic, that this
+/// shard will answer nothing more (so pending and later epochs fail
+/// instead of waiting), and the runtime that its engine is done.
+struct DeathNotice {
+    acks: Sender<control::Ack>,
+    done: Sender<ShardId>,
+    shard: ShardId,
+}
+
+impl Drop for DeathNotice {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The receivers may be gone already (the runtime shut down):
+            // then nobody is waiting for this notice.
+            let _ = self.acks.send(control::Ack::Dead {
+                shard: self.shard,
+                cause: "its executor panicked".into(),
+            });
+            let _ = self.done.send(self.shard);
+        }
+    }
+}
+
+/// The message of a caught panic.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string panic".into())
+}
+
+/// After the engine failed: fail every barrier with its cause until the
+/// runtime stops the shard.
+async fn fail_barriers<S: Storage>(ctx: &Rc<ShardContext<S>>, poll: Duration, cause: &str) {
+    loop {
+        if ctx.stop.get() {
+            return;
+        }
+        while let Some(ev) = ctx.poll_control() {
+            match ev {
+                ControlEvent::Barrier(req) => {
+                    // The coordinator may have stopped listening (shutdown).
+                    let _ = ctx.acks.send(crate::control::Ack::Failed {
+                        shard: ctx.shard,
+                        epoch: req.epoch,
+                        cause: format!("the engine failed: {cause}"),
+                    });
+                }
+                ControlEvent::Shutdown if ctx.stop.get() => return,
+                ControlEvent::Shutdown => {}
+            }
+        }
+        glommio::timer::sleep(poll).await;
+    }
 }
 
 /// Answer barriers on the engine's behalf. With `checkpoints` false (the

@@ -25,7 +25,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement, PoolPlacement};
@@ -65,6 +65,11 @@ pub struct RuntimeConfig {
     pub auto_barriers: bool,
     /// In auto mode, how often the control channel is polled.
     pub control_poll: Duration,
+    /// How long [`Runtime::shutdown`] waits for the final epoch and the
+    /// engines' return, and then for the executors' exit, before it gives
+    /// up with [`Error::ShardStuck`] naming the shard that did not stop.
+    /// Default 30 s.
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for RuntimeConfig {
@@ -77,6 +82,7 @@ impl Default for RuntimeConfig {
             io_memory: 1 << 20,
             auto_barriers: false,
             control_poll: Duration::from_micros(50),
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -86,12 +92,14 @@ pub struct Runtime {
     coordinator: Coordinator,
     coord_thread: Option<std::thread::JoinHandle<()>>,
     shards: Vec<ExecutorJoinHandle<Result<()>>>,
-    done: Receiver<()>,
-    done_seen: usize,
+    done: Receiver<ShardId>,
+    /// Shards whose engine code has returned.
+    done_seen: Vec<bool>,
     shard_count: usize,
     report: RecoveryReport,
     manifest: Option<Manifest>,
     dir: PathBuf,
+    shutdown_timeout: Duration,
     _lock: DirLock,
 }
 
@@ -273,11 +281,12 @@ impl Runtime {
             coord_thread: Some(coord_thread),
             shards: handles,
             done: done_rx,
-            done_seen: 0,
+            done_seen: vec![false; n],
             shard_count: n,
             report: planned.report,
             manifest,
             dir: dir.to_path_buf(),
+            shutdown_timeout: cfg.shutdown_timeout,
             _lock: lock,
         })
     }
@@ -315,54 +324,108 @@ impl Runtime {
 
     /// Wait for every shard's engine code to return, then shut down.
     pub fn join(mut self) -> Result<()> {
-        self.wait_engines();
+        self.wait_engines(None);
         self.shutdown()
     }
 
-    fn wait_engines(&mut self) {
-        while self.done_seen < self.shards.len() {
-            if self.done.recv().is_err() {
+    fn wait_engines(&mut self, deadline: Option<Instant>) {
+        while self.done_seen.iter().any(|d| !d) {
+            let got = match deadline {
+                Some(d) => self.done.recv_deadline(d).ok(),
+                None => self.done.recv().ok(),
+            };
+            let Some(s) = got else {
                 break;
+            };
+            if let Some(d) = self.done_seen.get_mut(s.0 as usize) {
+                *d = true;
             }
-            self.done_seen += 1;
         }
     }
 
-    /// Shut down: the coordinator stops its timers and sends `Shutdown` to
-    /// every shard; each shard's engine code returns, its log is flushed,
-    /// synced and closed; then the threads are joined. Returns the first
-    /// shard error, if any.
+    /// Shut down: the coordinator stops its timers and issues a final epoch
+    /// to the engines, then asks them to return; each engine answers the
+    /// final barrier (committing its offsets), returns, and its log is
+    /// flushed, synced and closed; then the threads are joined. Returns the
+    /// first shard error, if any. Bounded: it waits up to
+    /// [`RuntimeConfig::shutdown_timeout`] for the final epoch and the
+    /// engines' return, then as long again for the executors to close
+    /// their logs; a shard that does not stop in time is reported as
+    /// [`Error::ShardStuck`] (its thread is left behind).
+    ///
+    /// Records an engine appends after it answered the final barrier
+    /// belong to no sealed epoch: the next start cuts them, like any
+    /// unsealed epoch.
     pub fn shutdown(mut self) -> Result<()> {
         self.stop()
     }
 
     fn stop(&mut self) -> Result<()> {
-        // Ask the engines to return, then seal a final epoch (answered on
-        // their behalf) so that everything they appended survives.
+        let limit = self.shutdown_timeout;
+        let deadline = Instant::now() + limit;
         if !self.coordinator.is_stopped() {
-            coordinator::request_engines_stop(&self.coordinator);
-            self.wait_engines();
-            if let Ok(t) = self.coordinator.advance_epoch() {
-                let _ = t.wait_timeout(Duration::from_secs(10));
+            if let Ok(t) = coordinator::request_final_epoch(&self.coordinator) {
+                // A failure here (a failed or stuck shard) is reported by
+                // the shard's own result below.
+                let _ = t.wait_timeout(deadline.saturating_duration_since(Instant::now()));
             }
+            self.wait_engines(Some(deadline));
         }
+        // An engine that has not returned by now is stuck; the others get
+        // a fresh allowance to close their logs.
+        let stuck = self.done_seen.iter().position(|d| !d);
+        let deadline = Instant::now() + limit;
         coordinator::request_shutdown(&self.coordinator);
-        let mut first = Ok(());
-        for h in self.shards.drain(..) {
-            let r = match h.join() {
+        let handles: Vec<_> = self.shards.drain(..).collect();
+        let n = handles.len();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for (i, h) in handles.into_iter().enumerate() {
+            let tx = tx.clone();
+            // One joiner per executor, so a stuck one delays no other.
+            std::thread::spawn(move || {
+                let _ = tx.send((i, h.join()));
+            });
+        }
+        let mut results: Vec<Option<Result<()>>> = (0..n).map(|_| None).collect();
+        for _ in 0..n {
+            let Ok((i, r)) = rx.recv_deadline(deadline) else {
+                break;
+            };
+            results[i] = Some(match r {
                 Ok(r) => r,
                 Err(e) => Err(Error::ShardFailed {
-                    shard: ShardId(u32::MAX),
-                    what: "executor".into(),
+                    shard: ShardId(i as u32),
+                    what: "its executor".into(),
                     cause: e.to_string(),
                 }),
-            };
+            });
+        }
+        let mut first = match stuck {
+            Some(i) => Err(Error::ShardStuck {
+                shard: ShardId(i as u32),
+                waiting_for: "shutdown (its engine code did not return)".into(),
+                waited: limit,
+            }),
+            None => Ok(()),
+        };
+        for (i, r) in results.into_iter().enumerate() {
+            let r = r.unwrap_or(Err(Error::ShardStuck {
+                shard: ShardId(i as u32),
+                waiting_for: "shutdown".into(),
+                waited: limit,
+            }));
             if first.is_ok() {
                 first = r;
             }
         }
         if let Some(t) = self.coord_thread.take() {
-            let _ = t.join();
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            std::thread::spawn(move || {
+                let _ = tx.send(t.join());
+            });
+            // A coordinator still waiting on a stuck shard is left behind
+            // with it; its handles already answer `ShutDown`.
+            let _ = rx.recv_deadline(deadline);
         }
         first
     }

@@ -1,25 +1,25 @@
-//! The coordinator: a `Send + Sync + Clone` handle usable from any thread,
-//! backed by one coordinator thread that owns all coordination state.
+//! The coordinator thread: owns all coordination state (next epoch,
+//! pending epochs and their acks, the sealed watermark, checkpoint ids,
+//! retained manifests, timers) and is the only writer of manifests.
 //!
-//! It injects barriers (and checkpoint requests riding on them) into every
-//! shard in the same order, collects acks, seals epochs (epoch `e` is sealed
-//! once barrier `e` is durable on every shard; sealing is monotonic), writes
-//! checkpoint manifests atomically once every shard's marker is durable,
-//! then tells shards what they may truncate. It can run periodic epochs and
-//! checkpoints on a timer.
-//!
-//! Architecture invariant: no call on a handle can hang on a dead runtime.
-//! Every wait is on a channel whose sender dies with the coordinator thread.
+//! Epochs resolve in order. An epoch fails, and with it every later one
+//! (sealing is monotonic, so nothing after a failed epoch can seal), when a
+//! shard acks a failure, when a shard's executor dies, or when a shard
+//! does not answer within `CoordinatorConfig::barrier_timeout`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, select};
 
+use super::{
+    CheckpointInfo, CheckpointTicket, Command, Coordinator, CoordinatorConfig, EpochTicket, Issued,
+    Shared,
+};
 use crate::checkpoint::manifest::{self, Manifest, ShardCheckpoint};
 use crate::control::{Ack, BarrierRequest, ControlEvent, ShardTx, ToShard};
 use crate::error::{Error, Result};
@@ -28,168 +28,6 @@ use crate::io::Storage;
 use crate::io::std_fs::StdStorage;
 use crate::layout::Layout;
 
-/// Result of a completed checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckpointInfo {
-    /// Its id.
-    pub id: CheckpointId,
-    /// The epoch it was taken at.
-    pub epoch: Epoch,
-    /// The manifest file.
-    pub manifest: PathBuf,
-}
-
-/// A pending epoch seal.
-#[derive(Debug)]
-pub struct EpochTicket {
-    /// The epoch whose barrier was injected.
-    pub epoch: Epoch,
-    rx: Receiver<Result<Epoch>>,
-}
-
-/// A pending checkpoint.
-#[derive(Debug)]
-pub struct CheckpointTicket {
-    /// The checkpoint's id.
-    pub id: CheckpointId,
-    /// The epoch it is taken at.
-    pub epoch: Epoch,
-    rx: Receiver<Result<CheckpointInfo>>,
-}
-
-fn recv_result<T>(rx: &Receiver<Result<T>>, timeout: Option<Duration>, what: &str) -> Result<T> {
-    match timeout {
-        None => rx.recv().unwrap_or(Err(Error::ShutDown)),
-        Some(d) => match rx.recv_timeout(d) {
-            Ok(r) => r,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(Error::Timeout(what.into())),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(Error::ShutDown),
-        },
-    }
-}
-
-impl EpochTicket {
-    /// Block until the epoch is sealed (or failed).
-    pub fn wait(&self) -> Result<Epoch> {
-        recv_result(&self.rx, None, "epoch seal")
-    }
-    /// As `wait`, giving up after `d`.
-    pub fn wait_timeout(&self, d: Duration) -> Result<Epoch> {
-        recv_result(&self.rx, Some(d), "epoch seal")
-    }
-}
-
-impl CheckpointTicket {
-    /// Block until the checkpoint's manifest is durable (or it failed).
-    pub fn wait(&self) -> Result<CheckpointInfo> {
-        recv_result(&self.rx, None, "checkpoint")
-    }
-    /// As `wait`, giving up after `d`.
-    pub fn wait_timeout(&self, d: Duration) -> Result<CheckpointInfo> {
-        recv_result(&self.rx, Some(d), "checkpoint")
-    }
-}
-
-/// Settings of the coordinator.
-#[derive(Debug, Clone)]
-pub struct CoordinatorConfig {
-    /// Advance the epoch on this period (None: only on request).
-    pub epoch_interval: Option<Duration>,
-    /// With `epoch_interval`, also checkpoint every this many epochs.
-    pub checkpoint_every: Option<u64>,
-    /// Manifests (and their snapshots and log) kept for fallback. At least 1.
-    pub keep_checkpoints: usize,
-}
-
-impl Default for CoordinatorConfig {
-    fn default() -> Self {
-        CoordinatorConfig {
-            epoch_interval: None,
-            checkpoint_every: None,
-            keep_checkpoints: 2,
-        }
-    }
-}
-
-enum Command {
-    Advance {
-        checkpoint: bool,
-        reply: Sender<Result<Issued>>,
-    },
-    /// Tell the engines to return (timers stop; barriers still work).
-    StopEngines,
-    /// Stop the shards and the coordinator.
-    Shutdown,
-}
-
-enum Issued {
-    Epoch(EpochTicket),
-    Checkpoint(CheckpointTicket),
-}
-
-struct Shared {
-    cmd: Sender<Command>,
-    sealed: AtomicU64,
-    stopped: AtomicBool,
-}
-
-/// Handle to the coordinator. `Send + Sync + Clone`.
-#[derive(Clone)]
-pub struct Coordinator {
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for Coordinator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Coordinator")
-            .field("sealed", &self.sealed_epoch())
-            .finish()
-    }
-}
-
-impl Coordinator {
-    fn request(&self, checkpoint: bool) -> Result<Issued> {
-        if self.shared.stopped.load(Ordering::Acquire) {
-            return Err(Error::ShutDown);
-        }
-        let (reply, rx) = crossbeam_channel::bounded(1);
-        self.shared
-            .cmd
-            .send(Command::Advance { checkpoint, reply })
-            .map_err(|_| Error::ShutDown)?;
-        rx.recv().unwrap_or(Err(Error::ShutDown))
-    }
-
-    /// Inject the next epoch barrier into every shard. The returned ticket
-    /// resolves when the epoch is sealed.
-    pub fn advance_epoch(&self) -> Result<EpochTicket> {
-        match self.request(false)? {
-            Issued::Epoch(t) => Ok(t),
-            Issued::Checkpoint(_) => Err(Error::ShutDown),
-        }
-    }
-
-    /// Inject a barrier that also takes a checkpoint. The ticket resolves
-    /// when the manifest is durable.
-    pub fn checkpoint(&self) -> Result<CheckpointTicket> {
-        match self.request(true)? {
-            Issued::Checkpoint(t) => Ok(t),
-            Issued::Epoch(_) => Err(Error::ShutDown),
-        }
-    }
-
-    /// The highest sealed epoch (0 if none). Lock-free; any thread.
-    #[inline]
-    pub fn sealed_epoch(&self) -> Epoch {
-        Epoch(self.shared.sealed.load(Ordering::Acquire))
-    }
-
-    /// True once the runtime has shut down.
-    pub fn is_stopped(&self) -> bool {
-        self.shared.stopped.load(Ordering::Acquire)
-    }
-}
-
 struct PendingCkpt {
     id: u64,
     parts: Vec<Option<ShardCheckpoint>>,
@@ -197,6 +35,7 @@ struct PendingCkpt {
 }
 
 struct PendingEpoch {
+    issued: Instant,
     acked: Vec<bool>,
     waiters: Vec<Sender<Result<Epoch>>>,
     checkpoint: Option<PendingCkpt>,
@@ -239,11 +78,7 @@ pub(crate) struct CoordinatorStart {
 
 pub(crate) fn spawn(start: CoordinatorStart) -> Result<(Coordinator, JoinHandle<()>)> {
     let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
-    let shared = Arc::new(Shared {
-        cmd: cmd_tx,
-        sealed: AtomicU64::new(start.sealed),
-        stopped: AtomicBool::new(false),
-    });
+    let shared = Arc::new(Shared::new(cmd_tx, start.sealed));
     let mut t = CoordinatorThread {
         shards: start.shards,
         acks: start.acks,
@@ -272,7 +107,11 @@ impl CoordinatorThread {
         let mut next_tick = self.cfg.epoch_interval.map(|d| Instant::now() + d);
         let mut shutting_down = false;
         loop {
-            let timeout = next_tick.map_or(Duration::from_secs(3600), |t| {
+            let wake = [next_tick, self.next_deadline()]
+                .into_iter()
+                .flatten()
+                .min();
+            let timeout = wake.map_or(Duration::from_secs(3600), |t| {
                 t.saturating_duration_since(Instant::now())
             });
             select! {
@@ -281,11 +120,20 @@ impl CoordinatorThread {
                         let r = self.issue(checkpoint);
                         let _ = reply.send(r);
                     }
-                    Ok(Command::StopEngines) => {
+                    Ok(Command::FinalEpoch { reply }) => {
+                        // The last epoch goes to the engines themselves, so
+                        // each commits the offsets of everything it logged;
+                        // right behind it on every channel, the request to
+                        // return. Timers stop.
                         next_tick = None;
+                        let r = self.issue(false).and_then(|i| match i {
+                            Issued::Epoch(t) => Ok(t),
+                            Issued::Checkpoint(_) => Err(Error::ShutDown),
+                        });
                         for s in &self.shards {
                             s.send(ToShard::Event(ControlEvent::Shutdown));
                         }
+                        let _ = reply.send(r);
                     }
                     Ok(Command::Shutdown) | Err(_) => {
                         if !shutting_down {
@@ -313,6 +161,10 @@ impl CoordinatorThread {
                     Err(_) => break,
                 },
                 default(timeout) => {
+                    self.expire(Instant::now());
+                    if shutting_down && self.pending.is_empty() {
+                        break;
+                    }
                     if let (Some(t), Some(d)) = (next_tick, self.cfg.epoch_interval)
                         && Instant::now() >= t
                     {
@@ -359,6 +211,7 @@ impl CoordinatorThread {
         let n = self.shards.len();
         let (seal_tx, seal_rx) = crossbeam_channel::bounded(1);
         let mut pe = PendingEpoch {
+            issued: Instant::now(),
             acked: vec![false; n],
             waiters: Vec::new(),
             checkpoint: None,
@@ -423,6 +276,21 @@ impl CoordinatorThread {
                     }
                 }
             }
+            Ack::Dead { shard, cause } => {
+                // The shard's executor is gone: nothing it was asked will be
+                // answered, and no later epoch can seal.
+                let err = Error::ShardFailed {
+                    shard,
+                    what: "its executor".into(),
+                    cause,
+                };
+                for pe in self.pending.values_mut() {
+                    if pe.failed.is_none() {
+                        pe.failed = Some(clone_err(&err));
+                    }
+                }
+                self.failed.get_or_insert(err);
+            }
             Ack::Failed {
                 shard,
                 epoch,
@@ -440,6 +308,41 @@ impl CoordinatorThread {
             }
         }
         self.settle();
+    }
+
+    /// When the oldest unanswered barrier times out, if ever.
+    fn next_deadline(&self) -> Option<Instant> {
+        let limit = self.cfg.barrier_timeout?;
+        self.pending
+            .values()
+            .filter(|p| p.failed.is_none())
+            .map(|p| p.issued + limit)
+            .min()
+    }
+
+    /// Fail every epoch a shard has not answered within the barrier
+    /// timeout, naming the first such shard.
+    fn expire(&mut self, now: Instant) {
+        let Some(limit) = self.cfg.barrier_timeout else {
+            return;
+        };
+        let mut any = false;
+        for (&epoch, pe) in self.pending.iter_mut() {
+            if pe.failed.is_some() || now < pe.issued + limit {
+                continue;
+            }
+            if let Some(i) = pe.acked.iter().position(|a| !a) {
+                pe.failed = Some(Error::ShardStuck {
+                    shard: ShardId(i as u32),
+                    waiting_for: format!("the barrier of epoch {epoch}"),
+                    waited: now - pe.issued,
+                });
+                any = true;
+            }
+        }
+        if any {
+            self.settle();
+        }
     }
 
     /// Resolve epochs in order: seal complete ones, fail failed ones.
@@ -589,7 +492,7 @@ fn fail(pe: PendingEpoch, err: &Error) {
     }
 }
 
-fn clone_err(e: &Error) -> Error {
+pub(super) fn clone_err(e: &Error) -> Error {
     match e {
         Error::ShardFailed { shard, what, cause } => Error::ShardFailed {
             shard: *shard,
@@ -597,20 +500,19 @@ fn clone_err(e: &Error) -> Error {
             cause: cause.clone(),
         },
         Error::ShutDown => Error::ShutDown,
+        Error::ShardStuck {
+            shard,
+            waiting_for,
+            waited,
+        } => Error::ShardStuck {
+            shard: *shard,
+            waiting_for: waiting_for.clone(),
+            waited: *waited,
+        },
         other => Error::ShardFailed {
             shard: ShardId(u32::MAX),
             what: "coordination".into(),
             cause: other.to_string(),
         },
     }
-}
-
-/// Ask the engines to return (used by the runtime's shutdown).
-pub(crate) fn request_engines_stop(c: &Coordinator) {
-    let _ = c.shared.cmd.send(Command::StopEngines);
-}
-
-/// Ask the coordinator thread to shut down (used by the runtime).
-pub(crate) fn request_shutdown(c: &Coordinator) {
-    let _ = c.shared.cmd.send(Command::Shutdown);
 }
