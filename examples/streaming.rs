@@ -287,6 +287,7 @@ fn run(
             epoch_interval: Some(Duration::from_millis(5)),
             checkpoint_every: Some(40),
             keep_checkpoints: 2,
+            ..CoordinatorConfig::default()
         },
         ..RuntimeConfig::default()
     };
