@@ -59,7 +59,7 @@ impl Storage for DmaStorage {
 
     async fn open(&self, path: &Path, create: bool) -> io::Result<DmaSegmentFile> {
         let mut opts = OpenOptions::new();
-        opts.read(true).write(true);
+        opts.read(true).write(true).custom_flags(libc::O_NOFOLLOW);
         if create {
             opts.create_new(true).mode(0o600);
         }
@@ -91,6 +91,13 @@ impl Storage for DmaStorage {
     /// (segment creation, snapshot, recovery), never per record.
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         super::std_fs::sync_dir_blocking(dir)
+    }
+
+    type Lock = std::fs::File;
+
+    /// `flock(2)`, blocking but immediate (`LOCK_NB`); taken once per open.
+    async fn lock(&self, path: &Path) -> io::Result<std::fs::File> {
+        crate::lock::lock_file(path)
     }
 }
 

@@ -50,7 +50,8 @@ pub trait Storage: Clone + 'static {
     /// Allocate a block-aligned write buffer of `len` bytes (contents unspecified).
     fn alloc_buf(&self, len: usize) -> Self::Buf;
     /// Open `path` for reading and writing. With `create`, the file must not
-    /// exist and is created with owner-only permissions.
+    /// exist and is created with owner-only permissions. A symbolic link is
+    /// never followed (`O_NOFOLLOW`): opening one fails.
     async fn open(&self, path: &Path, create: bool) -> io::Result<Self::File>;
     /// Remove a file.
     async fn remove(&self, path: &Path) -> io::Result<()>;
@@ -62,6 +63,12 @@ pub trait Storage: Clone + 'static {
     async fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     /// Make the entries of `dir` durable.
     async fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// A held exclusive lock; released when dropped.
+    type Lock: 'static;
+    /// Take the exclusive lock on the file `path` (created owner-only if
+    /// missing) without waiting; `ErrorKind::WouldBlock` if another owner
+    /// holds it, in this process or another.
+    async fn lock(&self, path: &Path) -> io::Result<Self::Lock>;
 }
 
 /// An open file.

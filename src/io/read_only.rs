@@ -50,9 +50,12 @@ impl Storage for ReadOnlyStorage {
         if create {
             return Err(refused("create", path));
         }
-        Ok(ReadOnlyFile {
-            file: File::open(path)?,
-        })
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
+        Ok(ReadOnlyFile { file })
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
@@ -81,6 +84,13 @@ impl Storage for ReadOnlyStorage {
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         Err(refused("fsync", dir))
+    }
+
+    type Lock = ();
+
+    /// Refused: only writers lock, and this storage never writes.
+    async fn lock(&self, path: &Path) -> io::Result<()> {
+        Err(refused("lock", path))
     }
 }
 

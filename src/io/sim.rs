@@ -70,6 +70,8 @@ struct Fs {
     changes: u64,
     /// Every change from this one on fails with EIO: the process "died".
     halt_at: Option<u64>,
+    /// Paths locked by a live [`SimLock`].
+    locked: std::collections::BTreeSet<PathBuf>,
 }
 
 impl Fs {
@@ -95,6 +97,18 @@ impl Fs {
 #[derive(Clone, Default)]
 pub struct SimStorage {
     fs: Rc<RefCell<Fs>>,
+}
+
+/// A lock on a simulated file, released when dropped.
+pub struct SimLock {
+    fs: Rc<RefCell<Fs>>,
+    path: PathBuf,
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        self.fs.borrow_mut().locked.remove(&self.path);
+    }
 }
 
 /// An open simulated file.
@@ -352,6 +366,22 @@ impl Storage for SimStorage {
             fs.dirs.insert(anc.to_path_buf(), ());
         }
         Ok(())
+    }
+
+    type Lock = SimLock;
+
+    /// Like `flock`: exclusive, not persisted (a crash releases it), and
+    /// refused while held by anyone, this disk's clones included. The lock
+    /// file itself is not created: locks hold no bytes.
+    async fn lock(&self, path: &Path) -> io::Result<SimLock> {
+        let mut fs = self.fs.borrow_mut();
+        if !fs.locked.insert(path.to_path_buf()) {
+            return Err(io::Error::from(io::ErrorKind::WouldBlock));
+        }
+        Ok(SimLock {
+            fs: self.fs.clone(),
+            path: path.to_path_buf(),
+        })
     }
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {

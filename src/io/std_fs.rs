@@ -61,6 +61,19 @@ pub fn pread_buf(file: &File, pos: u64, len: usize) -> io::Result<AlignedBuf> {
     Ok(b)
 }
 
+/// Refuse `path` if it is a symbolic link: a shard directory inside a log
+/// must be the log's own, never a way out of it. A path that does not exist
+/// on the file system (a simulated disk's) is not a link.
+pub(crate) fn refuse_symlink(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(io::Error::other(format!(
+            "{} is a symbolic link; a log's shard directories must be its own",
+            path.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// fsync a directory so its entries are durable.
 pub(crate) fn sync_dir_blocking(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -76,7 +89,7 @@ impl Storage for StdStorage {
 
     async fn open(&self, path: &Path, create: bool) -> io::Result<StdFile> {
         let mut o = OpenOptions::new();
-        o.read(true).write(true);
+        o.read(true).write(true).custom_flags(libc::O_NOFOLLOW);
         if create {
             o.create_new(true).mode(0o600);
         }
@@ -106,6 +119,12 @@ impl Storage for StdStorage {
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         sync_dir_blocking(dir)
+    }
+
+    type Lock = File;
+
+    async fn lock(&self, path: &Path) -> io::Result<File> {
+        crate::lock::lock_file(path)
     }
 }
 

@@ -77,7 +77,10 @@ where
         what: "recovery".into(),
         cause: e.to_string(),
     };
-    // Phase 1: scan every shard, report what the plan needs.
+    // Phase 1: lock and scan every shard, report what the plan needs. The
+    // locks are held until each shard is cut (and, for the own shard, by
+    // its writer until it closes).
+    let mut locks = Vec::with_capacity(job.shards.len());
     for &(s, from_seq) in &job.shards {
         let sdir = crate::segment::shard_dir(&job.log_dir, ShardId(s));
         let exp = Expect {
@@ -91,7 +94,13 @@ where
         };
         let scanned = match storage.create_dir_all(&sdir).await {
             Err(e) => Err(Error::io("create directory", &sdir, e)),
-            Ok(()) => shard::scan(&storage, &sdir, exp, opts, |_, _, _| true).await,
+            Ok(()) => match crate::lock::lock_shard(&storage, &sdir).await {
+                Ok(l) => {
+                    locks.push(l);
+                    shard::scan(&storage, &sdir, exp, opts, |_, _, _| true).await
+                }
+                Err(e) => Err(e),
+            },
         };
         let failed = scanned.as_ref().err().map(|e| fail(s, e));
         let _ = job.scanned.send((s, scanned));
@@ -106,23 +115,21 @@ where
         return Ok(());
     };
     let mut log = None;
-    for (k, (cut, &(s, _))) in cuts.into_iter().zip(&job.shards).enumerate() {
+    let cuts = cuts.into_iter().zip(&job.shards).zip(locks);
+    for (k, ((cut, &(s, _)), lock)) in cuts.enumerate() {
         let r = if k == 0 {
-            ShardLog::open_cut(
-                storage.clone(),
-                &job.log_dir,
-                job.log_id,
-                job.cfg.clone(),
-                cut,
-            )
-            .await
-            .map(|l| {
-                let r = l.recovery().clone();
-                log = Some(l);
-                r
-            })
+            let cfg = job.cfg.clone();
+            ShardLog::open_cut(storage.clone(), &job.log_dir, job.log_id, cfg, cut, lock)
+                .await
+                .map(|l| {
+                    let r = l.recovery().clone();
+                    log = Some(l);
+                    r
+                })
         } else {
-            match shard::apply(&storage, cut).await {
+            let applied = shard::apply(&storage, cut).await;
+            drop(lock);
+            match applied {
                 Ok(rec) => {
                     if let Some(r) = rec.resume {
                         let _ = r.file.close().await;

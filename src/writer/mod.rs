@@ -53,6 +53,8 @@ pub(crate) struct Inner<S: Storage> {
     /// The background tasks that do I/O (write, sync, prepare), awaited by
     /// `close` so that no I/O happens in the directory after it returns.
     io_tasks: RefCell<Vec<glommio::task::JoinHandle<()>>>,
+    /// The shard's writer lock, held until close or the last handle drops.
+    lock: RefCell<Option<S::Lock>>,
 }
 
 impl<S: Storage> Inner<S> {
@@ -190,6 +192,7 @@ impl<S: Storage> Drop for Handle<S> {
     fn drop(&mut self) {
         self.inner.st.borrow_mut().closed = true;
         self.inner.wake_everyone();
+        self.inner.lock.borrow_mut().take();
     }
 }
 
@@ -230,6 +233,7 @@ impl<S: Storage> ShardLog<S> {
             .create_dir_all(&dir)
             .await
             .map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock = crate::lock::lock_shard(&storage, &dir).await?;
         let exp = Expect {
             log_id,
             shard: shard.0,
@@ -241,17 +245,19 @@ impl<S: Storage> ShardLog<S> {
         };
         let scanned = shard::scan(&storage, &dir, exp, opts, |_, _, _| true).await?;
         let cut = shard::decide(scanned, None, None);
-        Self::open_cut(storage, log_dir, log_id, cfg, cut).await
+        Self::open_cut(storage, log_dir, log_id, cfg, cut, lock).await
     }
 
     /// Open a shard whose recovery has been decided: carry out `cut`, then
-    /// resume writing where it ends.
+    /// resume writing where it ends. `lock` is the shard's writer lock
+    /// ([`crate::lock::lock_shard`]), held since before the scan.
     pub(crate) async fn open_cut(
         storage: S,
         log_dir: &Path,
         log_id: [u8; 16],
         cfg: ShardConfig,
         cut: ShardCut,
+        lock: S::Lock,
     ) -> Result<Self> {
         cfg.validate()?;
         let shard = cut.report.shard;
@@ -350,6 +356,7 @@ impl<S: Storage> ShardLog<S> {
             durable_waiters: WakeList::with_capacity(256),
             space_waiters: WakeList::with_capacity(256),
             io_tasks: RefCell::new(Vec::with_capacity(3)),
+            lock: RefCell::new(Some(lock)),
             cfg,
         });
         *inner.io_tasks.borrow_mut() = vec![
@@ -572,6 +579,7 @@ impl<S: Storage> ShardLog<S> {
         for t in tasks {
             t.await;
         }
+        inner.lock.borrow_mut().take();
         flushed?;
         let st = inner.st.borrow();
         st.check_usable_after_close(inner.shard)
