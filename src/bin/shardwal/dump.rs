@@ -15,9 +15,11 @@ use shardwal::RecordKind;
 use shardwal::checkpoint::payloads::{self, CheckpointMarker, CommitRecord};
 use shardwal::format::frame::Frame;
 
-use crate::json::Json;
+use serde::Serialize;
+
 use crate::logdir::{LogDir, Verdict, hex, kind_name};
-use crate::progress::Progress;
+use crate::output::json;
+use crate::output::progress::Progress;
 use crate::{CmdResult, EXIT_CORRUPT, EXIT_ERROR, EXIT_OK, Fail};
 
 /// Options of `dump`.
@@ -55,8 +57,42 @@ pub fn show_payload(p: &[u8], max: usize) -> (String, &'static str, bool) {
     }
 }
 
+/// One record in `dump --json`.
+#[derive(Serialize)]
+struct RecordJson<'a> {
+    shard: u32,
+    epoch: u64,
+    seq: u64,
+    lsn: &'a str,
+    kind: &'static str,
+    len: usize,
+    durable_next: u64,
+    segment: String,
+    offset: usize,
+    /// The decoded commit record or checkpoint marker (left out otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<Value>,
+    payload: String,
+    encoding: &'static str,
+    truncated: bool,
+}
+
+/// A decoded control record's payload.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Value {
+    /// `{"epoch", "watermark", "offsets"}`.
+    Commit(json::Commit),
+    /// `{"checkpoint", "epoch", "snapshot"}`.
+    Checkpoint {
+        checkpoint: u64,
+        epoch: u64,
+        snapshot: json::SnapshotRef,
+    },
+}
+
 /// A decoded commit record or checkpoint marker, as text and as JSON.
-fn decoded(f: &Frame<'_>) -> Option<(String, Json)> {
+fn decoded(f: &Frame<'_>) -> Option<(String, Option<Value>)> {
     match f.meta.kind {
         RecordKind::Commit => Some(
             match payloads::decode::<CommitRecord>(f.payload, "commit") {
@@ -73,10 +109,10 @@ fn decoded(f: &Frame<'_>) -> Option<(String, Json)> {
                             c.watermark,
                             offs.join(" ")
                         ),
-                        crate::json::commit(&c),
+                        Some(Value::Commit((&c).into())),
                     )
                 }
-                Err(e) => (format!("INVALID commit payload: {e}"), Json::Null),
+                Err(e) => (format!("INVALID commit payload: {e}"), None),
             },
         ),
         RecordKind::Checkpoint => Some(
@@ -86,22 +122,17 @@ fn decoded(f: &Frame<'_>) -> Option<(String, Json)> {
                         "checkpoint {} at epoch {}, snapshot {} ({} bytes, crc {:#010x})",
                         m.checkpoint, m.epoch, m.snapshot.file, m.snapshot.len, m.snapshot.crc
                     ),
-                    Json::obj()
-                        .set("checkpoint", m.checkpoint)
-                        .set("epoch", m.epoch)
-                        .set(
-                            "snapshot",
-                            Json::obj()
-                                .set("file", m.snapshot.file.as_str())
-                                .set("len", m.snapshot.len)
-                                .set("crc", format!("{:#010x}", m.snapshot.crc)),
-                        ),
+                    Some(Value::Checkpoint {
+                        checkpoint: m.checkpoint,
+                        epoch: m.epoch,
+                        snapshot: (&m.snapshot).into(),
+                    }),
                 ),
-                Err(e) => (format!("INVALID checkpoint marker: {e}"), Json::Null),
+                Err(e) => (format!("INVALID checkpoint marker: {e}"), None),
             },
         ),
-        RecordKind::Barrier => Some((format!("end of epoch {}", f.meta.epoch), Json::Null)),
-        RecordKind::Close => Some(("clean close".into(), Json::Null)),
+        RecordKind::Barrier => Some((format!("end of epoch {}", f.meta.epoch), None)),
+        RecordKind::Close => Some(("clean close".into(), None)),
         _ => None,
     }
 }
@@ -147,25 +178,24 @@ pub fn run(dir: &Path, o: &Options) -> CmdResult {
                 return false;
             }
             let lsn = format!("{s}/{}/{}", f.meta.epoch, f.meta.seq);
-            let r = if o.json {
-                let mut j = Json::obj()
-                    .set("shard", s)
-                    .set("epoch", f.meta.epoch)
-                    .set("seq", f.meta.seq)
-                    .set("lsn", lsn.as_str())
-                    .set("kind", kind_name(f.meta.kind))
-                    .set("len", f.payload.len())
-                    .set("durable_next", f.meta.durable_next)
-                    .set("segment", shardwal::segment::segment_name(seg))
-                    .set("offset", off);
-                if let Some((_, v)) = decoded(f).filter(|(_, v)| !matches!(v, Json::Null)) {
-                    j.push("value", v);
-                }
-                let (p, enc, trunc) = show_payload(f.payload, o.max_bytes);
-                j.push("payload", p);
-                j.push("encoding", enc);
-                j.push("truncated", trunc);
-                writeln!(out, "{j}")
+            let written = if o.json {
+                let (payload, encoding, truncated) = show_payload(f.payload, o.max_bytes);
+                let rec = RecordJson {
+                    shard: s,
+                    epoch: f.meta.epoch,
+                    seq: f.meta.seq,
+                    lsn: &lsn,
+                    kind: kind_name(f.meta.kind),
+                    len: f.payload.len(),
+                    durable_next: f.meta.durable_next,
+                    segment: shardwal::segment::segment_name(seg),
+                    offset: off,
+                    value: decoded(f).and_then(|(_, v)| v),
+                    payload,
+                    encoding,
+                    truncated,
+                };
+                json::write_line(&mut out, &rec).is_ok()
             } else {
                 let shown = match decoded(f) {
                     Some((text, _)) => text,
@@ -187,8 +217,9 @@ pub fn run(dir: &Path, o: &Options) -> CmdResult {
                     f.payload.len(),
                     shown
                 )
+                .is_ok()
             };
-            if r.is_err() {
+            if !written {
                 // The reader went away (e.g. `| head`): stop quietly.
                 closed = true;
                 return false;

@@ -14,10 +14,12 @@ use shardwal::format::segment_header::HeaderError;
 use shardwal::recovery::ScanSummary;
 use shardwal::recovery::plan;
 
-use crate::json::Json;
+use comfy_table::Table;
+use serde::Serialize;
+
 use crate::logdir::{LogDir, ManifestEntry, ShardScan, Verdict, hex};
-use crate::progress::Progress;
-use crate::table::{self, Table};
+use crate::output::progress::Progress;
+use crate::output::{json, table, units};
 use crate::{CmdResult, EXIT_CORRUPT, EXIT_OK};
 
 /// A shard's scan and what the consistent cut needs from it.
@@ -69,7 +71,7 @@ pub fn shard_status(scan: &ShardScan) -> String {
                 "torn tail at {} offset {} ({} would be cut): {}",
                 t.path.display(),
                 t.offset,
-                table::bytes(t.bytes),
+                units::bytes(t.bytes),
                 t.detail
             )
         }
@@ -124,53 +126,59 @@ pub fn scan_all(log: &LogDir, progress: bool) -> Result<Vec<ShardView>, crate::F
     Ok(views)
 }
 
-fn range_json(r: Option<(u64, u64)>) -> Json {
-    match r {
-        Some((a, b)) => Json::A(vec![a.into(), b.into()]),
-        None => Json::Null,
-    }
+/// A manifest as JSON: `{"id", "file", "valid", "epoch", "shards"}`, or
+/// `{"id", "file", "valid", "error"}` when it does not validate.
+#[derive(Serialize)]
+struct ManifestJson {
+    id: u64,
+    file: String,
+    valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shards: Option<Vec<ManifestShardJson>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
-/// A manifest as JSON.
-pub fn manifest_json(m: &ManifestEntry) -> Json {
-    let mut j = Json::obj()
-        .set("id", m.id)
-        .set("file", m.path.as_path())
-        .set("valid", m.result.is_ok());
-    match &m.result {
-        Ok(man) => {
-            j.push("epoch", man.epoch);
-            let shards = man
-                .shards
-                .iter()
-                .map(|s| {
-                    Json::obj()
-                        .set("shard", s.shard)
-                        .set("replay_from", s.replay_from)
-                        .set("marker_seq", s.marker_seq)
-                        .set(
-                            "snapshot",
-                            Json::obj()
-                                .set("file", s.snapshot.file.as_str())
-                                .set("len", s.snapshot.len)
-                                .set("crc", format!("{:#010x}", s.snapshot.crc)),
-                        )
-                        .set(
-                            "commit",
-                            s.commit.as_ref().map_or(Json::Null, crate::json::commit),
-                        )
-                })
-                .collect::<Vec<_>>();
-            j.push("shards", shards);
+/// One shard of a manifest.
+#[derive(Serialize)]
+struct ManifestShardJson {
+    shard: u32,
+    replay_from: u64,
+    marker_seq: u64,
+    snapshot: json::SnapshotRef,
+    commit: Option<json::Commit>,
+}
+
+impl From<&ManifestEntry> for ManifestJson {
+    fn from(m: &ManifestEntry) -> ManifestJson {
+        let man = m.result.as_ref().ok();
+        ManifestJson {
+            id: m.id,
+            file: json::path(&m.path),
+            valid: man.is_some(),
+            epoch: man.map(|man| man.epoch),
+            shards: man.map(|man| {
+                man.shards
+                    .iter()
+                    .map(|s| ManifestShardJson {
+                        shard: s.shard,
+                        replay_from: s.replay_from,
+                        marker_seq: s.marker_seq,
+                        snapshot: (&s.snapshot).into(),
+                        commit: s.commit.as_ref().map(Into::into),
+                    })
+                    .collect()
+            }),
+            error: m.result.as_ref().err().cloned(),
         }
-        Err(e) => j.push("error", e.as_str()),
     }
-    j
 }
 
 /// The checkpoints as a table (one row per manifest and shard).
 pub fn manifest_table(ms: &[ManifestEntry]) -> Table {
-    let mut t = Table::new(&[
+    let mut t = table::new(&[
         ">id",
         ">epoch",
         "status",
@@ -183,7 +191,9 @@ pub fn manifest_table(ms: &[ManifestEntry]) -> Table {
     ]);
     for m in ms {
         match &m.result {
-            Err(e) => t.row(vec![m.id.to_string(), "-".into(), format!("INVALID: {e}")]),
+            Err(e) => {
+                t.add_row(vec![m.id.to_string(), "-".into(), format!("INVALID: {e}")]);
+            }
             Ok(man) => {
                 for (i, s) in man.shards.iter().enumerate() {
                     let commit = s.commit.as_ref().map_or("-".to_string(), |c| {
@@ -198,24 +208,17 @@ pub fn manifest_table(ms: &[ManifestEntry]) -> Table {
                             offs.join(" ")
                         }
                     });
-                    let first = i == 0;
-                    t.row(vec![
-                        if first {
-                            m.id.to_string()
-                        } else {
-                            String::new()
-                        },
-                        if first {
-                            man.epoch.to_string()
-                        } else {
-                            String::new()
-                        },
-                        if first { "ok".into() } else { String::new() },
+                    // The manifest's own columns only on its first row.
+                    let first = |v: String| if i == 0 { v } else { String::new() };
+                    t.add_row(vec![
+                        first(m.id.to_string()),
+                        first(man.epoch.to_string()),
+                        first("ok".into()),
                         s.shard.to_string(),
                         s.replay_from.to_string(),
                         s.marker_seq.to_string(),
                         s.snapshot.file.clone(),
-                        table::bytes(s.snapshot.len),
+                        units::bytes(s.snapshot.len),
                         commit,
                     ]);
                 }
@@ -223,6 +226,156 @@ pub fn manifest_table(ms: &[ManifestEntry]) -> Table {
         }
     }
     t
+}
+
+/// `inspect --json`: the whole report.
+#[derive(Serialize)]
+struct InspectJson {
+    dir: String,
+    log_id: String,
+    sealed_epoch: u64,
+    checkpoint: Option<u64>,
+    shards: Vec<ShardJson>,
+    checkpoints: Vec<ManifestJson>,
+    disk_usage: DiskUsageJson,
+}
+
+/// Bytes under the log directory.
+#[derive(Serialize)]
+struct DiskUsageJson {
+    bytes: u64,
+    allocated: u64,
+    files: u64,
+}
+
+/// One shard: its scan, how it ends, its segments and snapshots.
+#[derive(Serialize)]
+struct ShardJson {
+    shard: u32,
+    dir: String,
+    records: u64,
+    seq: Option<(u64, u64)>,
+    epoch: Option<(u64, u64)>,
+    last_barrier: Option<u64>,
+    next_seq: Option<u64>,
+    /// `clean`, `torn`, `corrupt` or `partial`.
+    status: &'static str,
+    /// Where the torn tail or the corruption is (`null` otherwise).
+    problem: Option<ProblemJson>,
+    segments: Vec<SegmentJson>,
+    snapshots: Vec<SnapshotFileJson>,
+}
+
+/// A torn tail (with the bytes recovery would cut) or a corruption.
+#[derive(Serialize)]
+struct ProblemJson {
+    file: String,
+    offset: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes: Option<u64>,
+    detail: String,
+}
+
+/// One segment file: its header's fields (or `"header"`: why it has
+/// none) and what the scan saw in it.
+#[derive(Serialize)]
+struct SegmentJson {
+    file: String,
+    size: u64,
+    allocated: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_epoch: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    segment_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header: Option<String>,
+    records: u64,
+    bytes: u64,
+    seq: Option<(u64, u64)>,
+    epoch: Option<(u64, u64)>,
+    status: String,
+}
+
+/// A snapshot file in a shard directory.
+#[derive(Serialize)]
+struct SnapshotFileJson {
+    file: String,
+    size: u64,
+}
+
+impl ShardJson {
+    fn new(v: &ShardView) -> ShardJson {
+        let sc = &v.scan;
+        let segments = (0..sc.files.len())
+            .map(|k| {
+                let f = &sc.files[k];
+                let st = &sc.stats[k];
+                let h = sc.headers[k].as_ref();
+                SegmentJson {
+                    file: f.name.clone(),
+                    size: f.len,
+                    allocated: f.allocated,
+                    first_seq: h.ok().map(|h| h.first_seq),
+                    first_epoch: h.ok().map(|h| h.first_epoch),
+                    segment_size: h.ok().map(|h| h.segment_size),
+                    header: match h {
+                        Ok(_) => None,
+                        Err(HeaderError::Blank) => Some("blank".into()),
+                        Err(HeaderError::Invalid(d)) => Some(d.clone()),
+                    },
+                    records: st.records,
+                    bytes: st.bytes,
+                    seq: st.seq,
+                    epoch: st.epoch,
+                    status: segment_status(sc, k),
+                }
+            })
+            .collect();
+        let (status, problem) = match &sc.verdict {
+            Verdict::Clean(_) => ("clean", None),
+            Verdict::Torn(o) => (
+                "torn",
+                o.torn.as_ref().map(|t| ProblemJson {
+                    file: json::path(&t.path),
+                    offset: t.offset,
+                    bytes: Some(t.bytes),
+                    detail: t.detail.clone(),
+                }),
+            ),
+            Verdict::Corrupt(c) => (
+                "corrupt",
+                Some(ProblemJson {
+                    file: json::path(&c.path),
+                    offset: c.offset,
+                    bytes: None,
+                    detail: c.detail.clone(),
+                }),
+            ),
+            Verdict::Stopped => ("partial", None),
+        };
+        ShardJson {
+            shard: sc.shard,
+            dir: json::path(&sc.dir),
+            records: sc.records(),
+            seq: sc.seq_range(),
+            epoch: sc.epoch_range(),
+            last_barrier: v.summary.barriers.last().map(|(e, _)| *e),
+            next_seq: sc.outcome().map(|o| o.next_seq),
+            status,
+            problem,
+            segments,
+            snapshots: v
+                .snapshots
+                .iter()
+                .map(|(n, l)| SnapshotFileJson {
+                    file: n.clone(),
+                    size: *l,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Run `inspect`.
@@ -241,94 +394,19 @@ pub fn run(dir: &Path, json: bool) -> CmdResult {
     let code = if corrupt { EXIT_CORRUPT } else { EXIT_OK };
 
     if json {
-        let shards: Vec<Json> = views
-            .iter()
-            .map(|v| {
-                let sc = &v.scan;
-                let segs: Vec<Json> = (0..sc.files.len())
-                    .map(|k| {
-                        let f = &sc.files[k];
-                        let st = &sc.stats[k];
-                        let mut j = Json::obj()
-                            .set("file", f.name.as_str())
-                            .set("size", f.len)
-                            .set("allocated", f.allocated);
-                        match &sc.headers[k] {
-                            Ok(h) => {
-                                j.push("first_seq", h.first_seq);
-                                j.push("first_epoch", h.first_epoch);
-                                j.push("segment_size", h.segment_size);
-                            }
-                            Err(HeaderError::Blank) => j.push("header", "blank"),
-                            Err(HeaderError::Invalid(d)) => j.push("header", d.as_str()),
-                        }
-                        j.set("records", st.records)
-                            .set("bytes", st.bytes)
-                            .set("seq", range_json(st.seq))
-                            .set("epoch", range_json(st.epoch))
-                            .set("status", segment_status(sc, k))
-                    })
-                    .collect();
-                let (status, problem) = match &sc.verdict {
-                    Verdict::Clean(_) => ("clean", Json::Null),
-                    Verdict::Torn(o) => {
-                        let t = o.torn.as_ref().expect("torn");
-                        (
-                            "torn",
-                            Json::obj()
-                                .set("file", t.path.as_path())
-                                .set("offset", t.offset)
-                                .set("bytes", t.bytes)
-                                .set("detail", t.detail.as_str()),
-                        )
-                    }
-                    Verdict::Corrupt(c) => (
-                        "corrupt",
-                        Json::obj()
-                            .set("file", c.path.as_path())
-                            .set("offset", c.offset)
-                            .set("detail", c.detail.as_str()),
-                    ),
-                    Verdict::Stopped => ("partial", Json::Null),
-                };
-                Json::obj()
-                    .set("shard", sc.shard)
-                    .set("dir", sc.dir.as_path())
-                    .set("records", sc.records())
-                    .set("seq", range_json(sc.seq_range()))
-                    .set("epoch", range_json(sc.epoch_range()))
-                    .set("last_barrier", v.summary.barriers.last().map(|(e, _)| *e))
-                    .set("next_seq", sc.outcome().map(|o| o.next_seq))
-                    .set("status", status)
-                    .set("problem", problem)
-                    .set("segments", segs)
-                    .set(
-                        "snapshots",
-                        v.snapshots
-                            .iter()
-                            .map(|(n, l)| Json::obj().set("file", n.as_str()).set("size", *l))
-                            .collect::<Vec<_>>(),
-                    )
-            })
-            .collect();
-        let out = Json::obj()
-            .set("dir", dir)
-            .set("log_id", hex(&log.log_id))
-            .set("sealed_epoch", sealed)
-            .set("checkpoint", newest.map(|m| m.checkpoint))
-            .set("shards", shards)
-            .set(
-                "checkpoints",
-                manifests.iter().map(manifest_json).collect::<Vec<_>>(),
-            )
-            .set(
-                "disk_usage",
-                Json::obj()
-                    .set("bytes", size)
-                    .set("allocated", allocated)
-                    .set("files", files),
-            );
-        println!("{out}");
+        json::print(&InspectJson {
+            dir: json::path(dir),
+            log_id: hex(&log.log_id),
+            sealed_epoch: sealed,
+            checkpoint: newest.map(|m| m.checkpoint),
+            shards: views.iter().map(ShardJson::new).collect(),
+            checkpoints: manifests.iter().map(ManifestJson::from).collect(),
+            disk_usage: DiskUsageJson {
+                bytes: size,
+                allocated,
+                files,
+            },
+        })?;
         return Ok(code);
     }
 
@@ -357,68 +435,11 @@ pub fn run(dir: &Path, json: bool) -> CmdResult {
     );
     println!(
         "disk usage   {} in {files} files ({} allocated)",
-        table::bytes(size),
-        table::bytes(allocated)
+        units::bytes(size),
+        units::bytes(allocated)
     );
     for v in &views {
-        let sc = &v.scan;
-        println!();
-        println!("shard {}  {}", sc.shard, sc.dir.display());
-        println!(
-            "  {} records, seq {}, epochs {}, last barrier {}, next seq {}",
-            sc.records(),
-            table::range(sc.seq_range()),
-            table::range(sc.epoch_range()),
-            v.summary
-                .barriers
-                .last()
-                .map_or("-".to_string(), |(e, _)| format!("epoch {e}")),
-            sc.outcome()
-                .map_or("-".to_string(), |o| o.next_seq.to_string()),
-        );
-        println!("  status: {}", shard_status(sc));
-        let mut t = Table::new(&[
-            "segment",
-            ">size",
-            ">first seq",
-            ">first epoch",
-            ">records",
-            "seqs",
-            "epochs",
-            "status",
-        ]);
-        for k in 0..sc.files.len() {
-            let f = &sc.files[k];
-            let st = &sc.stats[k];
-            let (fs, fe) = match &sc.headers[k] {
-                Ok(h) => (h.first_seq.to_string(), h.first_epoch.to_string()),
-                Err(HeaderError::Blank) => ("-".into(), "-".into()),
-                Err(HeaderError::Invalid(_)) => ("?".into(), "?".into()),
-            };
-            t.row(vec![
-                f.name.clone(),
-                table::bytes(f.len),
-                fs,
-                fe,
-                st.records.to_string(),
-                table::range(st.seq),
-                table::range(st.epoch),
-                segment_status(sc, k),
-            ]);
-        }
-        if t.is_empty() {
-            println!("  (no segments)");
-        } else {
-            print!("{}", t.render("  "));
-        }
-        if !v.snapshots.is_empty() {
-            let list: Vec<String> = v
-                .snapshots
-                .iter()
-                .map(|(n, l)| format!("{n} ({})", table::bytes(*l)))
-                .collect();
-            println!("  snapshots: {}", list.join(", "));
-        }
+        print_shard(v);
     }
     println!();
     if manifests.is_empty() {
@@ -429,7 +450,70 @@ pub fn run(dir: &Path, json: bool) -> CmdResult {
             manifests.len(),
             newest.map_or("none".to_string(), |m| m.checkpoint.to_string())
         );
-        print!("{}", manifest_table(&manifests).render("  "));
+        print!("{}", table::render(&manifest_table(&manifests), "  "));
     }
     Ok(code)
+}
+
+/// One shard in the text output: its summary, status, segment table and
+/// snapshot files.
+fn print_shard(v: &ShardView) {
+    let sc = &v.scan;
+    println!();
+    println!("shard {}  {}", sc.shard, sc.dir.display());
+    println!(
+        "  {} records, seq {}, epochs {}, last barrier {}, next seq {}",
+        sc.records(),
+        units::range(sc.seq_range()),
+        units::range(sc.epoch_range()),
+        v.summary
+            .barriers
+            .last()
+            .map_or("-".to_string(), |(e, _)| format!("epoch {e}")),
+        sc.outcome()
+            .map_or("-".to_string(), |o| o.next_seq.to_string()),
+    );
+    println!("  status: {}", shard_status(sc));
+    let mut t = table::new(&[
+        "segment",
+        ">size",
+        ">first seq",
+        ">first epoch",
+        ">records",
+        "seqs",
+        "epochs",
+        "status",
+    ]);
+    for k in 0..sc.files.len() {
+        let f = &sc.files[k];
+        let st = &sc.stats[k];
+        let (fs, fe) = match &sc.headers[k] {
+            Ok(h) => (h.first_seq.to_string(), h.first_epoch.to_string()),
+            Err(HeaderError::Blank) => ("-".into(), "-".into()),
+            Err(HeaderError::Invalid(_)) => ("?".into(), "?".into()),
+        };
+        t.add_row(vec![
+            f.name.clone(),
+            units::bytes(f.len),
+            fs,
+            fe,
+            st.records.to_string(),
+            units::range(st.seq),
+            units::range(st.epoch),
+            segment_status(sc, k),
+        ]);
+    }
+    if t.is_empty() {
+        println!("  (no segments)");
+    } else {
+        print!("{}", table::render(&t, "  "));
+    }
+    if !v.snapshots.is_empty() {
+        let list: Vec<String> = v
+            .snapshots
+            .iter()
+            .map(|(n, l)| format!("{n} ({})", units::bytes(*l)))
+            .collect();
+        println!("  snapshots: {}", list.join(", "));
+    }
 }

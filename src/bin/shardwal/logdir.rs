@@ -27,7 +27,7 @@ use shardwal::recovery::{Corrupt, Expect, ScanOutcome};
 use shardwal::segment::{parse_segment_name, shard_dir};
 use shardwal::{Error, Layout, ReadOnlyStorage, RecordKind, ShardId, Storage};
 
-use crate::progress::Progress;
+use crate::output::progress::Progress;
 use crate::{EXIT_ERROR, Fail};
 
 /// A log directory opened for reading.
@@ -337,6 +337,7 @@ impl LogDir {
             headers.push(SegmentHeader::decode(&read_head(&f.path)?));
         }
         let mut stats = vec![SegStats::default(); files.len()];
+        let progress_base = progress.done();
         let opts = ScanOptions {
             from_seq,
             repair: false,
@@ -355,7 +356,8 @@ impl LogDir {
                 on_frame(f, index, offset)
             },
         ));
-        progress.add(files.iter().map(|f| f.len).sum::<u64>());
+        // The shard's files are done, whatever part of them held frames.
+        progress.set(progress_base + files.iter().map(|f| f.len).sum::<u64>());
         let (verdict, skipped, scan) = match scanned {
             Ok(sc) => {
                 let v = if sc.stopped {

@@ -23,17 +23,16 @@
 //! directory locked).
 //!
 //! Modules: [`logdir`] (read-only directory access over the library's
-//! recovery scan), one module per subcommand, [`table`] and [`json`] for
-//! output, [`progress`] the progress line.
+//! recovery scan), one module per subcommand ([`bench`] and [`verify`] are
+//! folders of their steps), and [`output`]: tables (comfy-table), `--json`
+//! (serde_json), the progress bar (indicatif) and units.
 
 mod bench;
 mod dump;
 mod inspect;
-mod json;
 mod logdir;
-mod progress;
+mod output;
 mod recover;
-mod table;
 mod verify;
 
 use std::path::PathBuf;

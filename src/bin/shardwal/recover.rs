@@ -29,10 +29,11 @@ use shardwal::{
     ShardRecovery,
 };
 
-use crate::json::Json;
+use serde::Serialize;
+
 use crate::logdir::{LogDir, Verdict};
-use crate::progress::Progress;
-use crate::table::{self, Table};
+use crate::output::progress::Progress;
+use crate::output::{json, table, units};
 use crate::{CmdResult, EXIT_CORRUPT, EXIT_ERROR, EXIT_OK, Fail};
 
 /// What recovery does to one shard (planned or done).
@@ -166,61 +167,119 @@ fn from_runtime(r: &RecoveryReport) -> Report {
     }
 }
 
-fn print_report(dir: &Path, r: &Report, dry_run: bool, json: bool, after: Option<u64>) {
-    if json {
-        let shards: Vec<Json> = r
-            .shards
-            .iter()
-            .map(|s| {
-                let mut j = Json::obj()
-                    .set("shard", s.shard)
-                    .set("records", s.records)
-                    .set("bytes", s.bytes)
-                    .set("segments", s.segments)
-                    .set("epochs", s.epochs)
-                    .set("torn_bytes", s.torn.as_ref().map_or(0, |t| t.bytes))
-                    .set(
-                        "torn",
-                        s.torn.as_ref().map_or(Json::Null, |t| {
-                            Json::obj()
-                                .set("file", t.path.as_path())
-                                .set("offset", t.offset)
-                                .set("bytes", t.bytes)
-                                .set("detail", t.detail.as_str())
-                        }),
-                    )
-                    .set("unsealed_records_cut", s.cut_records)
-                    .set("removed_segments", s.removed_segments)
-                    .set("next_seq", s.next_seq)
-                    .set("next_epoch", s.epoch);
-                if let Some((a, b)) = s.replay {
-                    j.push("replay_from", a);
-                    j.push("replay_until", b);
-                    j.push("offsets", crate::json::offsets(&s.offsets));
-                }
-                j
-            })
-            .collect();
-        let mut out = Json::obj()
-            .set("dir", dir)
-            .set("dry_run", dry_run)
-            .set("sealed_epoch", r.sealed)
-            .set("next_epoch", r.sealed + 1)
-            .set("checkpoint", r.checkpoint)
-            .set(
-                "skipped_manifests",
-                r.skipped_manifests
-                    .iter()
-                    .map(|(id, why)| Json::obj().set("id", *id).set("reason", why.as_str()))
-                    .collect::<Vec<_>>(),
-            )
-            .set("shards", shards)
-            .set("elapsed_ms", r.elapsed.as_secs_f64() * 1e3);
-        if let Some(e) = after {
-            out.push("sealed_epoch_after_shutdown", e);
+/// `recover --json`: the report.
+#[derive(Serialize)]
+struct ReportJson {
+    dir: String,
+    dry_run: bool,
+    sealed_epoch: u64,
+    next_epoch: u64,
+    checkpoint: Option<u64>,
+    skipped_manifests: Vec<SkippedJson>,
+    shards: Vec<ShardJson>,
+    elapsed_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sealed_epoch_after_shutdown: Option<u64>,
+}
+
+/// A manifest recovery skipped, and why.
+#[derive(Serialize)]
+struct SkippedJson {
+    id: u64,
+    reason: String,
+}
+
+/// What recovery does to one shard.
+#[derive(Serialize)]
+struct ShardJson {
+    shard: u32,
+    records: u64,
+    bytes: u64,
+    segments: usize,
+    epochs: u64,
+    torn_bytes: u64,
+    torn: Option<TornJson>,
+    unsealed_records_cut: u64,
+    removed_segments: usize,
+    next_seq: u64,
+    next_epoch: u64,
+    /// The replay range and source offsets: dry run only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replay_from: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replay_until: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offsets: Option<Vec<json::Offset>>,
+}
+
+/// A torn tail cut (or to be cut).
+#[derive(Serialize)]
+struct TornJson {
+    file: String,
+    offset: u64,
+    bytes: u64,
+    detail: String,
+}
+
+impl From<&ShardRow> for ShardJson {
+    fn from(s: &ShardRow) -> ShardJson {
+        ShardJson {
+            shard: s.shard,
+            records: s.records,
+            bytes: s.bytes,
+            segments: s.segments,
+            epochs: s.epochs,
+            torn_bytes: s.torn.as_ref().map_or(0, |t| t.bytes),
+            torn: s.torn.as_ref().map(|t| TornJson {
+                file: json::path(&t.path),
+                offset: t.offset,
+                bytes: t.bytes,
+                detail: t.detail.clone(),
+            }),
+            unsealed_records_cut: s.cut_records,
+            removed_segments: s.removed_segments,
+            next_seq: s.next_seq,
+            next_epoch: s.epoch,
+            replay_from: s.replay.map(|(a, _)| a),
+            replay_until: s.replay.map(|(_, b)| b),
+            offsets: s.replay.map(|_| json::offsets(&s.offsets)),
         }
-        println!("{out}");
-        return;
+    }
+}
+
+/// `recover --json` on a directory with no shards.
+#[derive(Serialize)]
+struct NothingJson {
+    dir: String,
+    shards: [u32; 0],
+}
+
+fn print_report(
+    dir: &Path,
+    r: &Report,
+    dry_run: bool,
+    json: bool,
+    after: Option<u64>,
+) -> Result<(), Fail> {
+    if json {
+        return json::print(&ReportJson {
+            dir: json::path(dir),
+            dry_run,
+            sealed_epoch: r.sealed,
+            next_epoch: r.sealed + 1,
+            checkpoint: r.checkpoint,
+            skipped_manifests: r
+                .skipped_manifests
+                .iter()
+                .map(|(id, why)| SkippedJson {
+                    id: *id,
+                    reason: why.clone(),
+                })
+                .collect(),
+            shards: r.shards.iter().map(ShardJson::from).collect(),
+            elapsed_ms: json::round6(r.elapsed.as_secs_f64() * 1e3),
+            sealed_epoch_after_shutdown: after,
+        });
     }
     if dry_run {
         println!(
@@ -245,7 +304,7 @@ fn print_report(dir: &Path, r: &Report, dry_run: bool, json: bool, after: Option
     for (id, why) in &r.skipped_manifests {
         println!("skipped       manifest {id}: {why}");
     }
-    let mut t = Table::new(&[
+    let mut t = table::new(&[
         ">shard",
         ">records",
         ">bytes",
@@ -259,10 +318,10 @@ fn print_report(dir: &Path, r: &Report, dry_run: bool, json: bool, after: Option
         "replay",
     ]);
     for s in &r.shards {
-        t.row(vec![
+        t.add_row(vec![
             s.shard.to_string(),
             s.records.to_string(),
-            table::bytes(s.bytes),
+            units::bytes(s.bytes),
             s.segments.to_string(),
             s.epochs.to_string(),
             s.torn.as_ref().map_or(0, |t| t.bytes).to_string(),
@@ -274,7 +333,7 @@ fn print_report(dir: &Path, r: &Report, dry_run: bool, json: bool, after: Option
                 .map_or("-".to_string(), |(a, b)| format!("seq {a}..{b}")),
         ]);
     }
-    print!("{}", t.render("  "));
+    print!("{}", table::render(&t, "  "));
     for s in &r.shards {
         if let Some(t) = &s.torn {
             println!(
@@ -294,8 +353,9 @@ fn print_report(dir: &Path, r: &Report, dry_run: bool, json: bool, after: Option
     println!(
         "{} in {}",
         if dry_run { "computed" } else { "recovered" },
-        table::duration(r.elapsed)
+        units::duration(r.elapsed)
     );
+    Ok(())
 }
 
 /// The writer settings for the recovery run: the log's own segment size
@@ -321,7 +381,7 @@ pub fn run(dir: &Path, dry_run: bool, repair: bool, json: bool) -> CmdResult {
     // With --repair, corruption found by the plan is what is to be dropped.
     let segment_size = match plan(&log, !json) {
         Ok(planned) if dry_run => {
-            print_report(dir, &planned, true, json, None);
+            print_report(dir, &planned, true, json, None)?;
             return Ok(EXIT_OK);
         }
         Ok(planned) => planned.segment_size,
@@ -336,7 +396,10 @@ pub fn run(dir: &Path, dry_run: bool, repair: bool, json: bool) -> CmdResult {
                 dir.display()
             );
         } else {
-            println!("{}", Json::obj().set("dir", dir).set("shards", Vec::new()));
+            json::print(&NothingJson {
+                dir: json::path(dir),
+                shards: [],
+            })?;
         }
         return Ok(EXIT_OK);
     }
@@ -370,7 +433,7 @@ pub fn run(dir: &Path, dry_run: bool, repair: bool, json: bool) -> CmdResult {
     let coord = rt.coordinator();
     rt.shutdown()
         .map_err(|e| Fail::new(EXIT_ERROR, format!("shutdown after recovery failed: {e}")))?;
-    print_report(dir, &report, false, json, Some(coord.sealed_epoch().0));
+    print_report(dir, &report, false, json, Some(coord.sealed_epoch().0))?;
     for (s, r) in &repaired {
         let line = format!(
             "shard {s}: repaired: dropped {} bytes from {} offset {} on: {}",
