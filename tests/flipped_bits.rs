@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use common::{FramePos, check_records, frames_in, payload_between, read_all, run};
 use shardwal::format::segment_header::HEADER_USED;
-use shardwal::io::sim::SplitMix;
+use shardwal::rng::SplitMix;
 use shardwal::{
     DmaStorage, Error, FsyncPolicy, RecordKind, Seq, ShardConfig, ShardId, ShardLog, StdStorage,
     Storage,

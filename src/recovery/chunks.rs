@@ -425,8 +425,9 @@ mod tests {
     use super::*;
     use crate::format::frame::{FrameMeta, RecordKind, encode_header, frame_len};
     use crate::format::segment_header::{RECORDS_START, SegmentHeader};
-    use crate::io::sim::{SimStorage, SplitMix};
+    use crate::io::sim::SimStorage;
     use crate::recovery::scan::{Corrupt, Expect, ScanOutcome, Scanner, SegmentBytes};
+    use crate::rng::SplitMix;
 
     const LOG: [u8; 16] = [4; 16];
     const SEG: usize = 64 << 10;

@@ -18,8 +18,8 @@ use crate::format::frame::{FrameMeta, RecordKind, encode_header, frame_len};
 use crate::format::seed::SegmentSeed;
 use crate::format::segment_header::{RECORDS_START, SegmentHeader};
 use crate::format::{BLOCK, align_down, align_up};
-use crate::io::sim::SplitMix;
 use crate::io::{IoBuf, Storage};
+use crate::rng::SplitMix;
 
 /// The segment currently being written.
 pub(crate) struct Segment<S: Storage> {

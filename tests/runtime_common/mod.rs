@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use shardwal::checkpoint::manifest;
 use shardwal::format::segment_header::SegmentHeader;
-use shardwal::io::sim::SplitMix;
+use shardwal::rng::SplitMix;
 use shardwal::segment::{parse_segment_name, shard_dir};
 use shardwal::{
     FsyncPolicy, Manifest, RecordKind, RuntimeConfig, Seq, ShardConfig, ShardId, ShardReader,
