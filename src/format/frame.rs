@@ -73,18 +73,63 @@ pub const fn frame_len(payload_len: usize) -> usize {
     align_up(FRAME_HEADER + payload_len, FRAME_ALIGN)
 }
 
-/// Build the header for `meta` and `payload` under `seed`.
-#[inline]
-pub fn encode_header(seed: SegmentSeed, meta: &FrameMeta, payload: &[u8]) -> [u8; FRAME_HEADER] {
-    let mut h = [0u8; FRAME_HEADER];
-    h[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+/// Write the header fields other than the CRC (bytes 4..40) for `meta` and
+/// a payload of `len` bytes; the reserved bytes are zeroed, so `h` may hold
+/// anything before. The one place that knows where each field sits.
+#[inline(always)]
+fn put_fields(h: &mut [u8; FRAME_HEADER], meta: &FrameMeta, len: usize) {
+    h[4..8].copy_from_slice(&(len as u32).to_le_bytes());
     h[8..16].copy_from_slice(&meta.seq.to_le_bytes());
     h[16..24].copy_from_slice(&meta.epoch.to_le_bytes());
     h[24..32].copy_from_slice(&meta.durable_next.to_le_bytes());
-    h[32] = meta.kind as u8;
-    let crc = crc32c::crc32c_append(crc32c::crc32c_append(seed.0, &h[4..]), payload);
+    // The kind byte and the seven reserved zero bytes, in one store.
+    h[32..40].copy_from_slice(&u64::from(meta.kind as u8).to_le_bytes());
+}
+
+/// The CRC of a frame whose header is `h` (40 bytes): continued from the
+/// segment seed over header bytes 4..40, then over the payload.
+#[inline]
+fn frame_crc(seed: SegmentSeed, h: &[u8], payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c_append(seed.0, &h[4..]), payload)
+}
+
+/// Build the header for `meta` and `payload` under `seed`, for a caller
+/// that copies header, payload and padding separately (a frame that
+/// straddles buffers). `payload` must be at most `u32::MAX` bytes (the
+/// writer bounds it by the configured maximum first).
+#[inline]
+pub fn encode_header(seed: SegmentSeed, meta: &FrameMeta, payload: &[u8]) -> [u8; FRAME_HEADER] {
+    let mut h = [0u8; FRAME_HEADER];
+    put_fields(&mut h, meta, payload.len());
+    let crc = frame_crc(seed, &h, payload);
     h[0..4].copy_from_slice(&crc.to_le_bytes());
     h
+}
+
+/// Encode the whole frame (header, payload, zero padding) in place at the
+/// start of `dst`, with one CRC pass over the contiguous bytes; returns its
+/// length, [`frame_len`]`(payload.len())`. The writer's append fast path.
+/// `payload` must be at most `u32::MAX` bytes.
+///
+/// # Panics
+///
+/// If `dst` is shorter than the frame.
+#[inline]
+pub fn encode_into(dst: &mut [u8], seed: SegmentSeed, meta: &FrameMeta, payload: &[u8]) -> usize {
+    let n = payload.len();
+    let flen = frame_len(n);
+    let (body, pad) = dst[..flen].split_at_mut(FRAME_HEADER + n);
+    let (h, p) = body
+        .split_first_chunk_mut::<FRAME_HEADER>()
+        .expect("a frame is at least a header long");
+    put_fields(h, meta, n);
+    p.copy_from_slice(payload);
+    pad.fill(0);
+    // Header fields and payload are contiguous here: one pass computes what
+    // `frame_crc` computes in two.
+    let crc = crc32c::crc32c_append(seed.0, &body[4..]);
+    body[0..4].copy_from_slice(&crc.to_le_bytes());
+    flen
 }
 
 /// A frame that passed every check.
@@ -154,7 +199,7 @@ pub fn decode_at(buf: &[u8], pos: usize, seed: SegmentSeed, max_payload: usize) 
         return Decoded::Invalid("frame padding is not zero".into());
     }
     let stored = u32_at(h, 0);
-    let computed = crc32c::crc32c_append(crc32c::crc32c_append(seed.0, &h[4..]), payload);
+    let computed = frame_crc(seed, h, payload);
     if stored != computed {
         return Decoded::Invalid(format!(
             "CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"
@@ -177,10 +222,27 @@ mod tests {
     use super::*;
 
     fn encode(seed: SegmentSeed, meta: &FrameMeta, payload: &[u8]) -> Vec<u8> {
-        let mut v = encode_header(seed, meta, payload).to_vec();
-        v.extend_from_slice(payload);
-        v.resize(frame_len(payload.len()), 0);
+        let mut v = vec![0xa5; frame_len(payload.len()) + 16];
+        let n = encode_into(&mut v, seed, meta, payload);
+        v.truncate(n);
         v
+    }
+
+    #[test]
+    fn both_encoders_write_the_same_frame() {
+        let seed = SegmentSeed(0xfeed);
+        for len in [0usize, 1, 7, 8, 9, 100, 4096] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8 ^ 0x5c).collect();
+            let mut split = encode_header(seed, &META, &payload).to_vec();
+            split.extend_from_slice(&payload);
+            split.resize(frame_len(len), 0);
+            // `encode_into` overwrites stale bytes (reserved and padding).
+            assert_eq!(
+                encode(seed, &META, &payload),
+                split,
+                "payload of {len} bytes"
+            );
+        }
     }
 
     const META: FrameMeta = FrameMeta {
