@@ -11,14 +11,14 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::BLOCK;
-use crate::format::frame::{Decoded, FRAME_HEADER, RecordKind, decode_at};
+use crate::format::frame::{Decoded, FRAME_HEADER, RecordKind, decode_at, frame_need};
 use crate::format::seed::SegmentSeed;
 use crate::format::segment_header::{HeaderError, RECORDS_START, SegmentHeader};
 use crate::ids::{Epoch, Lsn, Seq, ShardId};
 use crate::io::Storage;
 use crate::recovery::chunks::ChunkStream;
 use crate::recovery::shard::read_head;
-use crate::recovery::window::{Window, frame_need, view};
+use crate::recovery::window::{Window, view};
 use crate::segment::{segments_in, shard_dir};
 
 /// One record, borrowed from the reader's segment buffer.
@@ -258,7 +258,7 @@ impl<S: Storage> ShardReader<S> {
                         return Ok(None);
                     }
                     let p = cur.path.clone();
-                    return Err(self.corrupt(&p, pos as usize, d));
+                    return Err(self.corrupt(&p, pos as usize, d.to_string()));
                 }
             }
         }

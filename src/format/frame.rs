@@ -143,6 +143,52 @@ pub struct Frame<'a> {
     pub len: usize,
 }
 
+/// Why the bytes at a frame position are not a valid frame. Each variant
+/// names the check that failed, with the values it compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameFault {
+    /// Fewer bytes than a header remain, and not all of them are zero.
+    #[error("{have} trailing bytes shorter than a frame header")]
+    ShortHeader {
+        /// Bytes left.
+        have: usize,
+    },
+    /// The length field exceeds the payload bound.
+    #[error("length {len} exceeds maximum {max}")]
+    BadLength {
+        /// The length field.
+        len: usize,
+        /// The bound it was checked against.
+        max: usize,
+    },
+    /// The kind byte names no [`RecordKind`].
+    #[error("unknown record kind {0}")]
+    UnknownKind(u8),
+    /// A reserved header byte is not zero.
+    #[error("reserved header bytes are not zero")]
+    ReservedBits,
+    /// The frame runs past the readable bytes (the file or the segment ends).
+    #[error("frame of {len} bytes extends past the {have} readable bytes")]
+    Truncated {
+        /// The frame's on-disk length, header and padding included.
+        len: usize,
+        /// Bytes readable from the frame's start.
+        have: usize,
+    },
+    /// A padding byte after the payload is not zero.
+    #[error("frame padding is not zero")]
+    PaddingNotZero,
+    /// The CRC stored in the frame is not the CRC of its bytes.
+    #[error("CRC mismatch: stored {expected:#010x}, computed {actual:#010x}")]
+    Crc {
+        /// The CRC stored in the frame.
+        expected: u32,
+        /// The CRC computed over the frame's bytes.
+        actual: u32,
+    },
+}
+
 /// Result of looking at a frame position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decoded<'a> {
@@ -150,60 +196,86 @@ pub enum Decoded<'a> {
     End,
     /// A valid frame.
     Frame(Frame<'a>),
-    /// Bytes that are not a valid frame; the string says which check failed.
-    Invalid(String),
+    /// Bytes that are not a valid frame, and the check that failed.
+    Invalid(FrameFault),
+}
+
+/// The checks of a (non-zero) header that need neither the payload nor the
+/// CRC: the length bound, the kind and the reserved bytes. Returns the
+/// payload length and the kind. `decode_at` and `frame_need` both ask it,
+/// so the two agree on which headers describe a frame.
+#[inline]
+fn check_fields(
+    h: &[u8; FRAME_HEADER],
+    max_payload: usize,
+) -> Result<(usize, RecordKind), FrameFault> {
+    let len = u32_at(h, 4) as usize;
+    if len > max_payload {
+        return Err(FrameFault::BadLength {
+            len,
+            max: max_payload,
+        });
+    }
+    let kind = RecordKind::from_u8(h[32]).ok_or(FrameFault::UnknownKind(h[32]))?;
+    if h[33..40].iter().any(|&b| b != 0) {
+        return Err(FrameFault::ReservedBits);
+    }
+    Ok((len, kind))
+}
+
+/// How many bytes from the start of `v` `decode_at(v, 0, ..)` looks at: the
+/// header, plus payload and padding when the header passes the checks made
+/// before the CRC (so that garbage never asks for more than a header). A
+/// caller reading through a window asks for this many bytes, then decodes.
+#[inline]
+pub fn frame_need(v: &[u8], max_payload: usize) -> usize {
+    match v
+        .first_chunk::<FRAME_HEADER>()
+        .map(|h| check_fields(h, max_payload))
+    {
+        Some(Ok((len, _))) => frame_len(len),
+        _ => FRAME_HEADER,
+    }
+}
+
+fn all_zero(b: &[u8]) -> bool {
+    b.iter().all(|&x| x == 0)
 }
 
 /// Decode the frame at `pos` in `buf`. `buf` holds the bytes of the segment
 /// up to the end of what could be read; `max_payload` bounds the length field.
 pub fn decode_at(buf: &[u8], pos: usize, seed: SegmentSeed, max_payload: usize) -> Decoded<'_> {
-    let Some(end) = pos.checked_add(FRAME_HEADER) else {
-        return Decoded::End;
-    };
-    if end > buf.len() {
+    let rest = buf.get(pos..).unwrap_or(&[]);
+    let Some(h) = rest.first_chunk::<FRAME_HEADER>() else {
         // Fewer than a header's bytes remain: anything non-zero is a torn frame.
-        let rest = buf.get(pos..).unwrap_or(&[]);
-        return if rest.iter().all(|&b| b == 0) {
+        return if all_zero(rest) {
             Decoded::End
         } else {
-            Decoded::Invalid(format!(
-                "{} trailing bytes shorter than a frame header",
-                rest.len()
-            ))
+            Decoded::Invalid(FrameFault::ShortHeader { have: rest.len() })
         };
-    }
-    let h = &buf[pos..end];
-    if h.iter().all(|&b| b == 0) {
+    };
+    if all_zero(h) {
         return Decoded::End;
     }
-    let len = u32_at(h, 4) as usize;
-    if len > max_payload {
-        return Decoded::Invalid(format!("length {len} exceeds maximum {max_payload}"));
-    }
-    let Some(kind) = RecordKind::from_u8(h[32]) else {
-        return Decoded::Invalid(format!("unknown record kind {}", h[32]));
+    let (len, kind) = match check_fields(h, max_payload) {
+        Ok(fields) => fields,
+        Err(fault) => return Decoded::Invalid(fault),
     };
-    if h[33..40].iter().any(|&b| b != 0) {
-        return Decoded::Invalid("reserved header bytes are not zero".into());
-    }
     let total = frame_len(len);
-    let Some(payload) = buf.get(end..end + len) else {
-        return Decoded::Invalid(format!(
-            "frame of {total} bytes extends past the {} readable bytes",
-            buf.len() - pos
-        ));
+    let Some(payload) = rest.get(FRAME_HEADER..FRAME_HEADER + len) else {
+        return Decoded::Invalid(FrameFault::Truncated {
+            len: total,
+            have: rest.len(),
+        });
     };
     // Padding is part of the frame: it must be zero where it is readable.
-    let pad_end = (pos + total).min(buf.len());
-    if buf[end + len..pad_end].iter().any(|&b| b != 0) {
-        return Decoded::Invalid("frame padding is not zero".into());
+    let pad = rest.get(FRAME_HEADER + len..total.min(rest.len()));
+    if !pad.is_some_and(all_zero) {
+        return Decoded::Invalid(FrameFault::PaddingNotZero);
     }
-    let stored = u32_at(h, 0);
-    let computed = frame_crc(seed, h, payload);
-    if stored != computed {
-        return Decoded::Invalid(format!(
-            "CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"
-        ));
+    let (expected, actual) = (u32_at(h, 0), frame_crc(seed, h, payload));
+    if expected != actual {
+        return Decoded::Invalid(FrameFault::Crc { expected, actual });
     }
     Decoded::Frame(Frame {
         meta: FrameMeta {
@@ -272,8 +344,48 @@ mod tests {
         let buf = encode(SegmentSeed(1), &META, b"payload");
         assert!(matches!(
             decode_at(&buf, 0, SegmentSeed(2), 1 << 20),
-            Decoded::Invalid(_)
+            Decoded::Invalid(FrameFault::Crc { .. })
         ));
+    }
+
+    #[test]
+    fn frame_need_asks_for_the_frame_only_when_the_header_checks_pass() {
+        let seed = SegmentSeed(7);
+        let buf = encode(seed, &META, &[3u8; 100]);
+        assert_eq!(frame_need(&buf, 1 << 20), frame_len(100));
+        assert_eq!(frame_need(&buf[..FRAME_HEADER - 1], 1 << 20), FRAME_HEADER);
+        // A length over the bound: decode_at refuses it, frame_need asks
+        // for no more than the header.
+        assert_eq!(frame_need(&buf, 99), FRAME_HEADER);
+        assert_eq!(
+            decode_at(&buf, 0, seed, 99),
+            Decoded::Invalid(FrameFault::BadLength { len: 100, max: 99 })
+        );
+        let mut bad = buf.clone();
+        bad[32] = 9;
+        assert_eq!(frame_need(&bad, 1 << 20), FRAME_HEADER);
+        assert_eq!(
+            decode_at(&bad, 0, seed, 1 << 20),
+            Decoded::Invalid(FrameFault::UnknownKind(9))
+        );
+        bad[32] = META.kind as u8;
+        bad[35] = 1;
+        assert_eq!(frame_need(&bad, 1 << 20), FRAME_HEADER);
+        assert_eq!(
+            decode_at(&bad, 0, seed, 1 << 20),
+            Decoded::Invalid(FrameFault::ReservedBits)
+        );
+        // A header that passes, cut short: the frame's length is asked for,
+        // and what is there is reported truncated.
+        let cut = &buf[..FRAME_HEADER + 10];
+        assert_eq!(frame_need(cut, 1 << 20), frame_len(100));
+        assert_eq!(
+            decode_at(cut, 0, seed, 1 << 20),
+            Decoded::Invalid(FrameFault::Truncated {
+                len: frame_len(100),
+                have: FRAME_HEADER + 10
+            })
+        );
     }
 
     #[test]
@@ -295,10 +407,10 @@ mod tests {
     fn zeros_are_the_end_and_short_garbage_is_invalid() {
         assert_eq!(decode_at(&[0u8; 64], 0, SegmentSeed(0), 10), Decoded::End);
         assert_eq!(decode_at(&[0u8; 16], 0, SegmentSeed(0), 10), Decoded::End);
-        assert!(matches!(
+        assert_eq!(
             decode_at(&[1u8; 16], 0, SegmentSeed(0), 10),
-            Decoded::Invalid(_)
-        ));
+            Decoded::Invalid(FrameFault::ShortHeader { have: 16 })
+        );
         assert_eq!(decode_at(&[], usize::MAX, SegmentSeed(0), 10), Decoded::End);
     }
 }

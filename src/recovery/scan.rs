@@ -37,8 +37,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::window::{SliceWindow, Window, first_nonzero, frame_need, ready, view};
-use crate::format::frame::{Decoded, FRAME_HEADER, decode_at};
+use super::window::{SliceWindow, Window, first_nonzero, ready, view};
+use crate::format::frame::{Decoded, FRAME_HEADER, decode_at, frame_need};
 use crate::format::segment_header::{HEADER_USED, HeaderError, RECORDS_START, SegmentHeader};
 use crate::format::{BLOCK, FRAME_ALIGN, align_up, frame::RecordKind};
 
@@ -304,7 +304,7 @@ impl Scanner {
                             ));
                         }
                         Decoded::End => break None,
-                        Decoded::Invalid(d) => break Some(d),
+                        Decoded::Invalid(fault) => break Some(fault.to_string()),
                     }
                 };
                 // Every aligned offset after the stop, for vouching; this

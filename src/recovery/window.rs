@@ -14,9 +14,6 @@
 
 use std::convert::Infallible;
 
-use crate::format::frame::{FRAME_HEADER, RecordKind, frame_len};
-use crate::format::u32_at;
-
 /// Forward-only access to the bytes of one file.
 #[allow(async_fn_in_trait)] // thread-per-core: futures are deliberately !Send
 pub trait Window {
@@ -71,7 +68,8 @@ pub(crate) fn ready<T>(f: impl std::future::Future<Output = Result<T, Infallible
 /// cut at `lim` (the end of the segment's records), fewer only where `lim`
 /// or the file ends first. Decoding a frame at offset 0 of this view gives
 /// the same answer as decoding it at `pos` in the whole segment cut at `lim`,
-/// provided `need` is at least [`frame_need`] of the view.
+/// provided `need` is at least [`frame_need`](crate::format::frame::frame_need)
+/// of the view.
 pub async fn view<W: Window>(
     win: &mut W,
     pos: u64,
@@ -81,23 +79,6 @@ pub async fn view<W: Window>(
     let room = usize::try_from(lim.saturating_sub(pos)).unwrap_or(usize::MAX);
     let v = win.at(pos, need.min(room)).await?;
     Ok(&v[..v.len().min(room)])
-}
-
-/// How many bytes from the start of `v` `decode_at(v, 0, ..)` looks at:
-/// the header, plus payload and padding when the header passes the checks
-/// made before the CRC (so that garbage never asks for a large window).
-pub fn frame_need(v: &[u8], max_payload: usize) -> usize {
-    let Some(h) = v.get(..FRAME_HEADER) else {
-        return FRAME_HEADER;
-    };
-    let len = u32_at(h, 4) as usize;
-    if len > max_payload
-        || RecordKind::from_u8(h[32]).is_none()
-        || h[33..40].iter().any(|&b| b != 0)
-    {
-        return FRAME_HEADER;
-    }
-    frame_len(len)
 }
 
 /// Bytes per word in the zero checks.
