@@ -2,7 +2,8 @@
 //!
 //! The reader reads the segments in block-aligned chunks, with the next
 //! chunk's read in flight while the current one is decoded (see
-//! `recovery::chunks`), and stops reading a segment at its end marker.
+//! `io::read_ahead`), walks each segment's frames as recovery does
+//! ([`SegmentFrames`]), and stops reading a segment at its end marker.
 //! Payloads are borrowed slices of the chunk buffer, 8-byte aligned, so rkyv
 //! archives can be accessed in place. Memory is bounded by a few chunks and
 //! the largest record, not by the segment or the log.
@@ -11,14 +12,13 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::BLOCK;
-use crate::format::frame::{Decoded, FRAME_HEADER, RecordKind, decode_at, frame_need};
-use crate::format::seed::SegmentSeed;
+use crate::format::frame::{Decoded, FRAME_HEADER, RecordKind};
 use crate::format::segment_header::{HeaderError, RECORDS_START, SegmentHeader};
 use crate::ids::{Epoch, Lsn, Seq, ShardId};
 use crate::io::Storage;
-use crate::recovery::chunks::ChunkStream;
+use crate::io::read_ahead::ChunkStream;
+use crate::io::window::{SegmentFrames, Window};
 use crate::recovery::shard::read_head;
-use crate::recovery::window::{Window, view};
 use crate::segment::{segments_in, shard_dir};
 
 /// One record, borrowed from the reader's segment buffer.
@@ -34,9 +34,7 @@ pub struct Record<'a> {
 
 /// The segment being read.
 struct Loaded {
-    seed: SegmentSeed,
-    /// The segment size from its header: frames end before it.
-    limit: u64,
+    frames: SegmentFrames,
     path: PathBuf,
     last: bool,
 }
@@ -167,8 +165,7 @@ impl<S: Storage> ShardReader<S> {
             ));
         }
         self.cur = Some(Loaded {
-            seed: h.seed(),
-            limit: h.segment_size,
+            frames: SegmentFrames::new(&h, crate::format::MAX_RECORD_HARD),
             path,
             last,
         });
@@ -212,11 +209,8 @@ impl<S: Storage> ShardReader<S> {
                 }
                 continue;
             };
-            let (seed, limit, pos) = (cur.seed, cur.limit, self.pos);
-            let max = crate::format::MAX_RECORD_HARD;
-            let need = frame_need(view(stream, pos, FRAME_HEADER, limit).await?, max);
-            let v = view(stream, pos, need, limit).await?;
-            match decode_at(v, 0, seed, max) {
+            let pos = self.pos;
+            match cur.frames.decode(stream, pos).await? {
                 Decoded::Frame(f) => {
                     let seq = f.meta.seq;
                     if let Some(e) = self.expected

@@ -14,11 +14,17 @@
 //! io_uring), [`std_fs::StdStorage`] (blocking std files, for tools), and
 //! [`sim::SimStorage`] (in memory, injects faults and simulates crashes that
 //! drop or tear unsynced writes).
+//!
+//! Beside the backends: [`window`], the forward-only byte window that the
+//! recovery scan and the reader walk frames through, and `read_ahead`, the
+//! chunked read-ahead stream that serves it from segment files.
 
 pub mod aligned;
 pub mod dma;
+pub(crate) mod read_ahead;
 pub mod sim;
 pub mod std_fs;
+pub mod window;
 
 use std::future::Future;
 use std::io;

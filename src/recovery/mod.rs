@@ -2,11 +2,11 @@
 //! ends ([`scan`], written as a table of cases), and cut a torn tail
 //! ([`shard`]).
 
-pub(crate) mod chunks;
+#[cfg(test)]
+mod chunked_scan_tests;
 pub mod scan;
 pub mod shard;
 pub mod summary;
-pub mod window;
 
 pub use scan::{
     Corrupt, Expect, ScanOutcome, ScannedSegment, Scanner, SegmentBytes, Stop, TornTail, classify,

@@ -37,10 +37,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::window::{SliceWindow, Window, first_nonzero, ready, view};
-use crate::format::frame::{Decoded, FRAME_HEADER, decode_at, frame_need};
+use crate::format::frame::{Decoded, FRAME_HEADER};
 use crate::format::segment_header::{HEADER_USED, HeaderError, RECORDS_START, SegmentHeader};
 use crate::format::{BLOCK, FRAME_ALIGN, align_up, frame::RecordKind};
+use crate::io::window::{SegmentFrames, SliceWindow, Window, first_nonzero, ready};
 
 /// The bytes of one segment file, as read from disk.
 pub struct SegmentBytes<'a> {
@@ -268,17 +268,13 @@ impl Scanner {
                 (0, detail, vouch, win.finish().await?)
             }
             Ok(h) => {
-                let seed = h.seed();
-                let lim = h.segment_size;
+                let frames = SegmentFrames::new(&h, exp.max_payload);
                 let mut e = h.first_seq;
                 let mut pos = RECORDS_START as u64;
                 let mut records = 0;
                 let mut epoch = self.out.next_epoch.unwrap_or(0).max(h.first_epoch);
                 let why = loop {
-                    let need =
-                        frame_need(view(win, pos, FRAME_HEADER, lim).await?, exp.max_payload);
-                    let v = view(win, pos, need, lim).await?;
-                    match decode_at(v, 0, seed, exp.max_payload) {
+                    match frames.decode(win, pos).await? {
                         Decoded::Frame(f) if f.meta.seq == e && f.meta.epoch < epoch => {
                             break Some(format!(
                                 "epoch went backwards: seq {e} has epoch {} after epoch {epoch}",
@@ -512,14 +508,14 @@ async fn vouch_scan<W: Window>(
     h: &SegmentHeader,
     exp: &Expect,
 ) -> Result<(u64, bool), W::Error> {
-    let seed = h.seed();
+    let frames = SegmentFrames::new(h, exp.max_payload);
     let lim = h.segment_size;
     let mut best = 0;
     let mut nonzero = false;
     let mut pos = (stop + FRAME_ALIGN as u64).max(RECORDS_START as u64);
     let skip = |k: usize| (((k - FRAME_HEADER) / FRAME_ALIGN + 1) * FRAME_ALIGN) as u64;
     while pos < lim {
-        let v = view(win, pos, FRAME_HEADER, lim).await?;
+        let v = frames.head(win, pos).await?;
         match first_nonzero(v) {
             // Zeros to the end of the segment's records or of the file.
             None if v.len() < FRAME_HEADER => break,
@@ -531,9 +527,7 @@ async fn vouch_scan<W: Window>(
             }
             Some(_) => {
                 nonzero = true;
-                let need = frame_need(v, exp.max_payload);
-                let v = view(win, pos, need, lim).await?;
-                match decode_at(v, 0, seed, exp.max_payload) {
+                match frames.decode(win, pos).await? {
                     Decoded::Frame(f) => {
                         best = best.max(f.meta.durable_next);
                         pos += f.len as u64;

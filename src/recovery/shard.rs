@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::chunks::ChunkStream;
 use super::scan::{Expect, ScanOutcome, Scanner, TornTail};
 use crate::error::{Error, Result};
 use crate::format::frame::Frame;
 use crate::format::{BLOCK, align_down};
 use crate::ids::{Epoch, Seq, ShardId};
+use crate::io::read_ahead::ChunkStream;
 use crate::io::{IoBuf, Storage, StorageFile};
 use crate::segment::segments_in;
 
