@@ -35,9 +35,9 @@ async fn read_id<F: StorageFile>(f: F, path: &Path) -> Result<[u8; 16]> {
         .map_err(|e| Error::io("read", path, e))?;
     let _ = f.close().await;
     let used = bytes.get(..log_id::LOG_ID_LEN).unwrap_or(&bytes);
-    log_id::decode(used).map_err(|detail| Error::NotALog {
+    log_id::decode(used).map_err(|fault| Error::NotALog {
         path: path.to_path_buf(),
-        detail,
+        detail: fault.to_string(),
     })
 }
 

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{CorruptionCause, Error, Result};
 use crate::format::BLOCK;
 use crate::format::frame::{Decoded, FRAME_HEADER, RecordKind};
 use crate::format::segment_header::{HeaderError, RECORDS_START, SegmentHeader};
@@ -18,6 +18,7 @@ use crate::ids::{Epoch, Lsn, Seq, ShardId};
 use crate::io::Storage;
 use crate::io::read_ahead::ChunkStream;
 use crate::io::window::{SegmentFrames, Window};
+use crate::recovery::scan::check_identity;
 use crate::recovery::shard::read_head;
 use crate::segment::{segments_in, shard_dir};
 
@@ -111,12 +112,12 @@ impl<S: Storage> ShardReader<S> {
         })
     }
 
-    fn corrupt(&self, path: &Path, offset: usize, detail: String) -> Error {
+    fn corrupt(&self, path: &Path, offset: usize, cause: CorruptionCause) -> Error {
         Error::Corruption {
             shard: self.shard,
             segment: path.to_path_buf(),
             offset: offset as u64,
-            detail,
+            cause,
         }
     }
 
@@ -150,19 +151,21 @@ impl<S: Storage> ShardReader<S> {
                 self.next_segment = self.segments.len();
                 return Ok(false);
             }
-            Err(HeaderError::Invalid(d)) => return Err(self.corrupt(&path, 0, d)),
+            Err(HeaderError::Invalid(fault)) => {
+                return Err(self.corrupt(&path, 0, CorruptionCause::SegmentHeader(fault)));
+            }
         };
-        if h.log_id != self.log_id || h.shard != self.shard.0 || h.index != index {
-            return Err(self.corrupt(&path, 0, "segment header identity mismatch".into()));
+        if let Err(cause) = check_identity(&h, index, self.log_id, self.shard.0) {
+            return Err(self.corrupt(&path, 0, cause));
         }
         if let Some(e) = self.expected
             && e != h.first_seq
         {
-            return Err(self.corrupt(
-                &path,
-                0,
-                format!("segment starts at seq {}, expected {e}", h.first_seq),
-            ));
+            let cause = CorruptionCause::SegmentStartsElsewhere {
+                expected: e,
+                found: h.first_seq,
+            };
+            return Err(self.corrupt(&path, 0, cause));
         }
         self.cur = Some(Loaded {
             frames: SegmentFrames::new(&h, crate::format::MAX_RECORD_HARD),
@@ -217,11 +220,11 @@ impl<S: Storage> ShardReader<S> {
                         && e != seq
                     {
                         let p = cur.path.clone();
-                        return Err(self.corrupt(
-                            &p,
-                            pos as usize,
-                            format!("expected seq {e}, found {seq}"),
-                        ));
+                        let cause = CorruptionCause::SeqGap {
+                            expected: e,
+                            found: seq,
+                        };
+                        return Err(self.corrupt(&p, pos as usize, cause));
                     }
                     self.expected = Some(seq + 1);
                     let payload = (pos + FRAME_HEADER as u64, f.payload.len());
@@ -252,7 +255,7 @@ impl<S: Storage> ShardReader<S> {
                         return Ok(None);
                     }
                     let p = cur.path.clone();
-                    return Err(self.corrupt(&p, pos as usize, d.to_string()));
+                    return Err(self.corrupt(&p, pos as usize, d.into()));
                 }
             }
         }

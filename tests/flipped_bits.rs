@@ -117,13 +117,13 @@ async fn expect_corruption<S: Storage>(
             shard,
             segment,
             offset,
-            detail,
+            cause,
         }) => {
             assert_eq!(shard, SHARD);
             assert_eq!(
                 (&segment, offset),
                 (&want.0, want.1),
-                "bit {bit} of {}: wrong location ({detail})",
+                "bit {bit} of {}: wrong location ({cause})",
                 path.display()
             );
         }

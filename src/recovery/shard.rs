@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::scan::{Expect, ScanOutcome, Scanner, TornTail};
-use crate::error::{Error, Result};
+use crate::error::{CorruptionCause, Error, Result};
 use crate::format::frame::Frame;
 use crate::format::{BLOCK, align_down};
 use crate::ids::{Epoch, Seq, ShardId};
@@ -65,12 +65,12 @@ pub(crate) struct Recovered<F> {
     pub max_index: Option<u64>,
 }
 
-fn corrupt(shard: ShardId, path: PathBuf, offset: u64, detail: String) -> Error {
+fn corrupt(shard: ShardId, path: PathBuf, offset: u64, cause: CorruptionCause) -> Error {
     Error::Corruption {
         shard,
         segment: path,
         offset,
-        detail,
+        cause,
     }
 }
 
@@ -192,7 +192,7 @@ pub(crate) async fn scan<S: Storage>(
             let shard = ShardId(exp.shard);
             let decided = scanner
                 .decide_with(stop, repair)
-                .map_err(|c| corrupt(shard, c.path, c.offset, c.detail))?;
+                .map_err(|c| corrupt(shard, c.path, c.offset, c.cause))?;
             outcome = Some(decided);
             break;
         }

@@ -264,7 +264,7 @@ impl Runtime {
             match futures_lite::future::block_on(manifest::read(&StdStorage, dir, id)) {
                 Ok(m) if m.log_id == log_id => retained.push_back(m),
                 Ok(_) => skipped_manifests.push((id, "belongs to another log".to_string())),
-                Err(e) => skipped_manifests.push((id, e)),
+                Err(e) => skipped_manifests.push((id, e.to_string())),
             }
         }
         let manifest = retained.back().cloned();

@@ -70,14 +70,14 @@ pub fn shard_status(scan: &ShardScan) -> String {
                 t.path.display(),
                 t.offset,
                 table::bytes(t.bytes),
-                t.detail
+                t.cause
             )
         }
         Verdict::Corrupt(c) => format!(
             "CORRUPT at {} offset {}: {}",
             c.path.display(),
             c.offset,
-            c.detail
+            c.cause
         ),
         Verdict::Stopped => "not fully scanned".into(),
     }
@@ -262,7 +262,7 @@ pub fn run(dir: &Path, json: bool) -> CmdResult {
                                 j.push("segment_size", h.segment_size);
                             }
                             Err(HeaderError::Blank) => j.push("header", "blank"),
-                            Err(HeaderError::Invalid(d)) => j.push("header", d.as_str()),
+                            Err(HeaderError::Invalid(d)) => j.push("header", d.to_string()),
                         }
                         j.set("records", st.records)
                             .set("bytes", st.bytes)
@@ -281,7 +281,7 @@ pub fn run(dir: &Path, json: bool) -> CmdResult {
                                 .set("file", t.path.as_path())
                                 .set("offset", t.offset)
                                 .set("bytes", t.bytes)
-                                .set("detail", t.detail.as_str()),
+                                .set("detail", t.cause.to_string()),
                         )
                     }
                     Verdict::Corrupt(c) => (
@@ -289,7 +289,7 @@ pub fn run(dir: &Path, json: bool) -> CmdResult {
                         Json::obj()
                             .set("file", c.path.as_path())
                             .set("offset", c.offset)
-                            .set("detail", c.detail.as_str()),
+                            .set("detail", c.cause.to_string()),
                     ),
                     Verdict::Stopped => ("partial", Json::Null),
                 };

@@ -272,13 +272,15 @@ impl LogDir {
         Ok(ids
             .into_iter()
             .map(|id| {
-                let result = block_on(manifest::read(&ReadOnly, &self.path, id)).and_then(|m| {
-                    if m.log_id == self.log_id {
-                        Ok(m)
-                    } else {
-                        Err("manifest belongs to another log".to_string())
-                    }
-                });
+                let result = block_on(manifest::read(&ReadOnly, &self.path, id))
+                    .map_err(|e| e.to_string())
+                    .and_then(|m| {
+                        if m.log_id == self.log_id {
+                            Ok(m)
+                        } else {
+                            Err("manifest belongs to another log".to_string())
+                        }
+                    });
                 ManifestEntry {
                     id,
                     path: self

@@ -127,7 +127,7 @@ pub fn plan(log: &LogDir, progress: bool) -> Result<Report, Fail> {
                     "corruption in shard {s}, segment {}, offset {}: {} (recovery refuses to open this log)",
                     c.path.display(),
                     c.offset,
-                    c.detail
+                    c.cause
                 ),
             ));
         }
@@ -245,7 +245,7 @@ fn print_report(dir: &Path, r: &Report, dry_run: bool, json: bool, after: Option
                                 .set("file", t.path.as_path())
                                 .set("offset", t.offset)
                                 .set("bytes", t.bytes)
-                                .set("detail", t.detail.as_str())
+                                .set("detail", t.cause.to_string())
                         }),
                     )
                     .set("unsealed_records_cut", s.cut_records)
@@ -343,7 +343,7 @@ fn print_report(dir: &Path, r: &Report, dry_run: bool, json: bool, after: Option
                 t.offset,
                 t.bytes,
                 if dry_run { " would be cut" } else { " cut" },
-                t.detail
+                t.cause
             );
         }
     }
@@ -436,7 +436,7 @@ pub fn run(dir: &Path, dry_run: bool, repair: bool, json: bool) -> CmdResult {
             r.bytes,
             r.path.display(),
             r.offset,
-            r.detail
+            r.cause
         );
         if json {
             eprintln!("{line}");

@@ -128,7 +128,7 @@ pub fn run(dir: &Path, json: bool) -> CmdResult {
                     shard: Some(s),
                     file: c.path.display().to_string(),
                     offset: Some(c.offset),
-                    detail: c.detail.clone(),
+                    detail: c.cause.to_string(),
                 });
                 "corrupt"
             }
@@ -141,7 +141,7 @@ pub fn run(dir: &Path, json: bool) -> CmdResult {
                     offset: Some(t.offset),
                     detail: format!(
                         "{}; {} bytes were never reported durable, `shardwal recover` cuts them",
-                        t.detail, t.bytes
+                        t.cause, t.bytes
                     ),
                 });
                 "torn_tail"
