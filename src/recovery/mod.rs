@@ -12,4 +12,4 @@ pub use scan::{
     Corrupt, Expect, ScanOutcome, ScannedSegment, Scanner, SegmentBytes, Stop, TornTail, classify,
 };
 pub use shard::{CutPoint, ShardRecovery};
-pub use summary::ScanSummary;
+pub use summary::{BadCommit, ScanSummary};

@@ -672,6 +672,7 @@ where
                 .await
             }
         };
+        let scanned = scanned.and_then(|sc| summary.check(ShardId(s), &sdir).map(|()| sc));
         match scanned {
             Ok(sc) => {
                 let _ = job.scanned.send((s, Ok(summary)));
