@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 use crate::error::{Error, Result};
 use crate::format::{BLOCK, align_up, u32_at};
-use crate::io::{IoBuf, Storage, StorageFile};
+use crate::io::{IoBuf, Storage, StorageFile, close_quietly, remove_if_present};
 
 /// Header length.
 pub const HEADER: usize = 32;
@@ -159,7 +159,9 @@ pub async fn write_atomic<S: Storage>(
 ) -> Result<PathBuf> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));
-    let _ = storage.remove(&tmp).await;
+    remove_if_present(storage, &tmp)
+        .await
+        .map_err(|e| Error::io("remove", &tmp, e))?;
     let f = storage
         .open(&tmp, true)
         .await
@@ -186,7 +188,8 @@ pub async fn write_atomic<S: Storage>(
     f.sync_data()
         .await
         .map_err(|e| Error::io("fdatasync", &tmp, e))?;
-    let _ = f.close().await;
+    // The bytes are durable (fdatasync returned): a failed close loses nothing.
+    close_quietly(f, &tmp).await;
     storage
         .rename(&tmp, &path)
         .await
@@ -226,7 +229,7 @@ pub async fn read<S: Storage>(
         .read_at(0, align_up(size as usize, BLOCK))
         .await
         .map_err(io("read"))?;
-    let _ = f.close().await;
+    close_quietly(f, path).await;
     let end = (size as usize).min(b.len());
     Ok(Some(b[..end].to_vec()))
 }

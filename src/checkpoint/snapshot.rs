@@ -23,7 +23,7 @@ use super::payloads::SnapshotRef;
 pub use crate::error::SnapshotFault;
 use crate::error::{Error, Result};
 use crate::format::{BLOCK, align_up, u32_at, u64_at};
-use crate::io::{IoBuf, Storage, StorageFile};
+use crate::io::{IoBuf, Storage, StorageFile, close_quietly, remove_if_present};
 
 const MAGIC: &[u8; 8] = b"SHRDSNAP";
 const VERSION: u32 = 1;
@@ -53,7 +53,10 @@ pub async fn write<S: Storage>(
 ) -> Result<SnapshotRef> {
     let name = snapshot_name(checkpoint);
     let path = shard_dir.join(&name);
-    let _ = storage.remove(&path).await;
+    // A snapshot of the same checkpoint left by an attempt that died.
+    remove_if_present(storage, &path)
+        .await
+        .map_err(|e| Error::io("remove snapshot", &path, e))?;
     let f = storage
         .open(&path, true)
         .await
@@ -88,7 +91,8 @@ pub async fn write<S: Storage>(
     f.sync_data()
         .await
         .map_err(|e| Error::io("fdatasync snapshot", &path, e))?;
-    let _ = f.close().await;
+    // Durable already: a failed close loses nothing.
+    close_quietly(f, &path).await;
     storage
         .sync_dir(shard_dir)
         .await
@@ -134,7 +138,7 @@ pub async fn read<S: Storage>(
         .read_at(0, align_up(want as usize, BLOCK))
         .await
         .map_err(|e| Error::io("read snapshot", &path, e))?;
-    let _ = f.close().await;
+    close_quietly(f, &path).await;
     if data.len() < want as usize {
         return Err(bad(SnapshotFault::Truncated {
             have: data.len() as u64,

@@ -29,7 +29,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 
 use super::window::{Window, last_nonzero_end};
-use super::{AlignedBuf, Storage, StorageFile};
+use super::{AlignedBuf, Storage, StorageFile, close_quietly};
 use crate::error::{Error, Result};
 use crate::format::segment_header::MAX_SEGMENT_SIZE;
 use crate::format::{BLOCK, align_down, align_up};
@@ -147,12 +147,14 @@ impl<S: Storage> ChunkStream<S> {
                 self.recycle(b);
             }
         }
-        let done: Vec<usize> = (0..k.min(self.files.len())).collect();
-        for i in done {
+        for i in 0..k.min(self.files.len()) {
+            // A read still holding the handle drops it when it completes;
+            // otherwise close it here: it was only read, so a failed close
+            // loses nothing.
             if let Some(f) = self.files[i].take()
                 && let Ok(f) = Rc::try_unwrap(f.handle)
             {
-                let _ = f.close().await;
+                close_quietly(f, &self.paths[i]).await;
             }
         }
         if let Some(b) = self.buf.take() {
