@@ -137,18 +137,25 @@ impl SegmentFrames {
 /// Bytes per word in the zero checks.
 const WORD: usize = 8;
 
+/// Whether a 64-byte chunk holds a non-zero byte, a word at a time.
+#[inline]
+fn any_nonzero(c: &[u8]) -> bool {
+    c.chunks_exact(WORD)
+        .map(|w| {
+            let mut a = [0u8; WORD];
+            a.copy_from_slice(w);
+            u64::from_ne_bytes(a)
+        })
+        .fold(0, |acc, w| acc | w)
+        != 0
+}
+
 /// Offset of the first non-zero byte of `b`.
 pub fn first_nonzero(b: &[u8]) -> Option<usize> {
     let mut words = b.chunks_exact(64);
     let mut at = 0;
     for c in &mut words {
-        let mut acc = 0u64;
-        for w in c.chunks_exact(WORD) {
-            let mut a = [0u8; WORD];
-            a.copy_from_slice(w);
-            acc |= u64::from_ne_bytes(a);
-        }
-        if acc != 0 {
+        if any_nonzero(c) {
             return c.iter().position(|&x| x != 0).map(|i| at + i);
         }
         at += 64;
@@ -165,13 +172,7 @@ pub fn last_nonzero_end(b: &[u8]) -> usize {
     let mut words = b.rchunks_exact(64);
     let mut end = b.len();
     for c in &mut words {
-        let mut acc = 0u64;
-        for w in c.chunks_exact(WORD) {
-            let mut a = [0u8; WORD];
-            a.copy_from_slice(w);
-            acc |= u64::from_ne_bytes(a);
-        }
-        if acc != 0 {
+        if any_nonzero(c) {
             return c
                 .iter()
                 .rposition(|&x| x != 0)
