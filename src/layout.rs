@@ -3,7 +3,7 @@
 //! sealing. It is what makes re-sharding (a log written by N shards,
 //! recovered by a runtime of M) safe across further crashes.
 //!
-//! The layout lives in `<log>/LAYOUT`, a [`meta_file`](crate::meta_file)
+//! The layout lives in `<log>/LAYOUT`, a [`crate::meta_file`]
 //! with magic `SHRDLAYT` around the rkyv archive of [`Layout`]. A log
 //! without one (written before layouts existed, or never started) has the
 //! *implicit* layout: every shard directory present is active, joined at

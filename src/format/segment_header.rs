@@ -17,7 +17,7 @@
 //!     80    4 CRC32C of bytes 0..80
 //!     84 4012 zero
 //! ```
-//! Records start at offset [`BLOCK`](super::BLOCK).
+//! Records start at offset [`super::BLOCK`].
 
 use super::{BLOCK, log_id::FORMAT_VERSION, seed::SegmentSeed, u32_at, u64_at};
 

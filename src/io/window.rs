@@ -5,7 +5,7 @@
 //! (`reader::ShardReader`) never see a whole segment: they ask a [`Window`]
 //! for the bytes from an offset on, with at least as many bytes as the frame
 //! there needs, and the window refills itself (in production:
-//! [`ChunkStream`](super::read_ahead::ChunkStream), chunked and read ahead).
+//! `read_ahead::ChunkStream`, chunked and read ahead).
 //! A frame that straddles two reads is handed over whole, because the window
 //! keeps the bytes from the requested offset when it refills.
 //! [`SliceWindow`] serves a segment already in memory, so the table of
