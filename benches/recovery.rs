@@ -56,7 +56,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shardwal::io::AlignedBuf;
-use shardwal::io::sim::SplitMix;
+use shardwal::rng::SplitMix;
 use shardwal::segment::{parse_segment_name, shard_dir};
 use shardwal::{
     ControlEvent, DmaStorage, FsyncPolicy, MergedReader, Runtime, RuntimeConfig, Seq, ShardConfig,

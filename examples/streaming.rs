@@ -198,6 +198,7 @@ async fn engine(
                         entries.sort_unstable();
                         payloads::encode(&Snapshot { entries })
                     });
+                    let snap = snap.transpose()?;
                     ctx.complete_barrier(req, snap.as_deref()).await?;
                 }
                 _ => {
@@ -220,7 +221,7 @@ async fn engine(
                 events,
             };
             // Log before applying: the log is the only copy of this input.
-            ctx.log().append(&payloads::encode(&batch)).await?;
+            ctx.log().append(&payloads::encode(&batch)?).await?;
             apply(
                 &mut state,
                 batch.events.iter().map(|e| (e.key, e.value, e.time)),

@@ -1,9 +1,19 @@
 //! The crate's typed error. Every variant carries the context an operator
-//! needs at 3 a.m.: operation, path, shard, segment, offset.
+//! needs at 3 a.m.: operation, path, shard, segment, offset, and for
+//! corruption the check that failed with the values it compared
+//! ([`CorruptionCause`]).
+//!
+//! The causes of the format's own decoders live beside them in `format/`
+//! ([`FrameFault`], [`HeaderFault`]); the ones here are those that need
+//! more than one structure's bytes to state (a sequence gap, a vouched-for
+//! stop) and those of the checkpoint files. This module imports only `ids`
+//! and `format`.
 
 use std::io;
 use std::path::PathBuf;
 
+use crate::format::frame::FrameFault;
+use crate::format::segment_header::HeaderFault;
 use crate::ids::{Seq, ShardId};
 
 /// Result alias used across the crate.
@@ -45,18 +55,23 @@ pub enum Error {
         /// Description of the first failure.
         cause: String,
     },
-    /// A record in the middle of the log failed verification.
-    #[error("corruption in {shard}, segment {segment}, offset {offset}: {detail}")]
+    /// A record in the middle of the log (or a snapshot file) failed
+    /// verification.
+    #[error("corruption in {shard}, segment {segment}, offset {offset}: {cause}")]
     Corruption {
         /// The shard whose log is corrupt.
         shard: ShardId,
-        /// Segment file name.
+        /// Segment file name (or snapshot file name).
         segment: PathBuf,
         /// Byte offset of the bad frame within the segment file.
         offset: u64,
-        /// What check failed (CRC mismatch with expected/actual, sequence gap, ...).
-        detail: String,
+        /// What check failed, with the values it compared.
+        cause: CorruptionCause,
     },
+    /// A typed payload (commit record, checkpoint marker, manifest, layout,
+    /// or an engine's own rkyv value) could not be serialized or validated.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
     /// A record is larger than the configured maximum.
     #[error("record of {len} bytes exceeds the maximum of {max} bytes")]
     RecordTooLarge {
@@ -148,4 +163,202 @@ impl Error {
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corruption { .. })
     }
+}
+
+/// Why bytes in the log (or a snapshot) are not what was written: the check
+/// that failed, with the values it compared. `Display` gives one line for
+/// an operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorruptionCause {
+    /// A frame failed its own checks (length, kind, padding, CRC, ...).
+    #[error(transparent)]
+    Frame(#[from] FrameFault),
+    /// A valid frame, but not the sequence number expected there.
+    #[error("sequence gap: expected seq {expected}, found seq {found}")]
+    SeqGap {
+        /// The sequence number expected.
+        expected: u64,
+        /// The one found.
+        found: u64,
+    },
+    /// A valid frame whose epoch is below the epoch the log had reached.
+    #[error("epoch went backwards: seq {seq} has epoch {epoch} after epoch {floor}")]
+    EpochBackwards {
+        /// The frame's sequence number.
+        seq: u64,
+        /// Its epoch.
+        epoch: u64,
+        /// The epoch the log had reached before it.
+        floor: u64,
+    },
+    /// A zeroed frame header with non-zero bytes after it in the segment.
+    #[error("zeroed frame header followed by data")]
+    ZeroedHeaderBeforeData,
+    /// A segment ends cleanly, but the next segment of the same shard
+    /// starts at another sequence number.
+    #[error(
+        "the next segment does not continue this one (it starts at seq {found}, not {expected})"
+    )]
+    SegmentDoesNotContinue {
+        /// The sequence number after this segment's last record.
+        expected: u64,
+        /// The next segment's first sequence number.
+        found: u64,
+    },
+    /// A segment's header names a first sequence number other than the
+    /// one the previous segment ends at.
+    #[error("segment starts at seq {found} but seq {expected} was expected")]
+    SegmentStartsElsewhere {
+        /// The sequence number expected.
+        expected: u64,
+        /// The header's first sequence number.
+        found: u64,
+    },
+    /// The segment header is all zeros (a segment prepared, never written).
+    #[error("blank segment header")]
+    BlankSegmentHeader,
+    /// The segment header fails its checks (it may also be cut short).
+    #[error(transparent)]
+    SegmentHeader(HeaderFault),
+    /// A well-formed segment header of another log.
+    #[error("segment belongs to another log")]
+    ForeignLog,
+    /// A well-formed segment header of another shard.
+    #[error("segment belongs to shard {found}, not {expected}")]
+    WrongShard {
+        /// The shard the header names.
+        found: u32,
+        /// The shard being read.
+        expected: u32,
+    },
+    /// A segment header whose index is not its file name's.
+    #[error("header index {header} does not match file name index {file}")]
+    IndexMismatch {
+        /// The index in the header.
+        header: u64,
+        /// The index in the file name.
+        file: u64,
+    },
+    /// A complete segment header that fails its checks: media damage,
+    /// since a crash leaves a header blank or whole.
+    #[error("damaged segment header: {0} (a crash leaves a header blank or whole)")]
+    DamagedSegmentHeader(HeaderFault),
+    /// The log ends before the replay position of the checkpoint recovery
+    /// uses (or starts after it): records that were durable before the
+    /// manifest was written are missing.
+    #[error(
+        "the log holds seq {first}..{next}, but checkpoint {checkpoint} replays it from seq {replay_from}: records that were durable before the checkpoint are missing"
+    )]
+    ShorterThanCheckpoint {
+        /// The checkpoint whose manifest proves the records.
+        checkpoint: u64,
+        /// Its replay position for the shard.
+        replay_from: u64,
+        /// The first sequence number the log holds.
+        first: u64,
+        /// The sequence number after the last record the log holds.
+        next: u64,
+    },
+    /// The log stopped at `inner`, and a later valid frame says the record
+    /// expected there was already durable: the bytes were once good.
+    #[error("{inner} (later records show seq {expected_seq} was durable)")]
+    Vouched {
+        /// The sequence number expected at the stop.
+        expected_seq: u64,
+        /// Why the stop.
+        inner: Box<CorruptionCause>,
+    },
+    /// A record that passed its CRC but whose typed payload does not
+    /// validate (a commit record the recovery needs).
+    #[error("record seq {seq}: {error}")]
+    InvalidPayload {
+        /// The record's sequence number.
+        seq: u64,
+        /// What the payload decoder said.
+        error: PayloadError,
+    },
+    /// A snapshot file fails its checks.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotFault),
+}
+
+/// Why a typed payload could not be serialized or validated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// The bytes are not a valid archive of the type expected.
+    #[error("invalid {what} payload: {reason}")]
+    Invalid {
+        /// What was being decoded ("commit", "manifest", ...).
+        what: &'static str,
+        /// The validator's message.
+        reason: String,
+    },
+    /// The value could not be serialized.
+    #[error("cannot serialize a {type_name} payload: {reason}")]
+    Encode {
+        /// The Rust type being serialized.
+        type_name: &'static str,
+        /// The serializer's message.
+        reason: String,
+    },
+}
+
+/// Why a snapshot file does not hold the snapshot its reference names
+/// (the layout is documented in `checkpoint::snapshot`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotFault {
+    /// The reference names a length above the bound.
+    #[error("snapshot length {len} out of bounds (at most {max})")]
+    LengthOutOfBounds {
+        /// The length in the reference.
+        len: u64,
+        /// The bound.
+        max: u64,
+    },
+    /// The file is shorter than its header and the snapshot.
+    #[error("snapshot file has {have} bytes, expected at least {want}")]
+    Truncated {
+        /// Bytes present (or read).
+        have: u64,
+        /// Bytes needed.
+        want: u64,
+    },
+    /// The magic bytes are wrong.
+    #[error("bad snapshot magic")]
+    BadMagic,
+    /// A version this code does not read.
+    #[error("unsupported snapshot version {0}")]
+    Version(u32),
+    /// The header's CRC does not match its bytes.
+    #[error("snapshot header CRC mismatch: stored {expected:#010x}, computed {actual:#010x}")]
+    HeaderCrc {
+        /// The CRC stored in the header.
+        expected: u32,
+        /// The CRC of the header's bytes.
+        actual: u32,
+    },
+    /// The header names another shard, checkpoint or length than the
+    /// manifest's reference.
+    #[error(
+        "snapshot header (shard {shard}, checkpoint {checkpoint}, {len} bytes) does not match the manifest"
+    )]
+    NotTheManifests {
+        /// The shard in the header.
+        shard: u32,
+        /// The checkpoint in the header.
+        checkpoint: u64,
+        /// The length in the header.
+        len: u64,
+    },
+    /// The snapshot bytes do not have the CRC recorded for them.
+    #[error("snapshot CRC mismatch: expected {expected:#010x}, computed {actual:#010x}")]
+    Crc {
+        /// The CRC in the reference (or the header, where they differ).
+        expected: u32,
+        /// The CRC of the bytes.
+        actual: u32,
+    },
 }

@@ -3,7 +3,7 @@
 //! sealing. It is what makes re-sharding (a log written by N shards,
 //! recovered by a runtime of M) safe across further crashes.
 //!
-//! The layout lives in `<log>/LAYOUT`, a [`meta_file`](crate::meta_file)
+//! The layout lives in `<log>/LAYOUT`, a [`crate::meta_file`]
 //! with magic `SHRDLAYT` around the rkyv archive of [`Layout`]. A log
 //! without one (written before layouts existed, or never started) has the
 //! *implicit* layout: every shard directory present is active, joined at
@@ -32,6 +32,7 @@ use std::path::Path;
 
 use rkyv::{Archive, Deserialize, Serialize};
 
+use crate::checkpoint::payloads::{self, PayloadError};
 use crate::error::{Error, Result};
 use crate::io::Storage;
 use crate::meta_file;
@@ -152,23 +153,38 @@ impl Layout {
     }
 
     /// Encode as a `LAYOUT` file.
-    pub fn encode(&self) -> Vec<u8> {
-        meta_file::encode(KIND, &crate::checkpoint::payloads::encode(self))
+    pub fn encode(&self) -> std::result::Result<Vec<u8>, PayloadError> {
+        Ok(meta_file::encode(KIND, &payloads::encode(self)?))
     }
 
     /// Decode a `LAYOUT` file.
-    pub fn decode(b: &[u8]) -> std::result::Result<Layout, String> {
+    pub fn decode(b: &[u8]) -> std::result::Result<Layout, LayoutError> {
         let payload = meta_file::decode(KIND, b)?;
-        let l: Layout =
-            crate::checkpoint::payloads::decode(payload, "layout").map_err(|e| e.to_string())?;
-        if l.retired
+        let l: Layout = payloads::decode(payload, "layout")?;
+        if let Some(r) = l
+            .retired
             .iter()
-            .any(|r| (r.shard as usize) < l.joined.len())
+            .find(|r| (r.shard as usize) < l.joined.len())
         {
-            return Err("layout retires a shard it also writes".into());
+            return Err(LayoutError::RetiresWrittenShard(r.shard));
         }
         Ok(l)
     }
+}
+
+/// Why bytes are not a usable `LAYOUT` file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LayoutError {
+    /// The file's framing fails its checks.
+    #[error(transparent)]
+    File(#[from] meta_file::MetaFault),
+    /// The payload is not a valid layout archive.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// A shard listed as retired is also written.
+    #[error("layout retires shard {0}, which it also writes")]
+    RetiresWrittenShard(u32),
 }
 
 /// Read the layout of the log at `dir`: `Ok(None)` if it has no `LAYOUT`
@@ -180,10 +196,15 @@ pub async fn read<S: Storage>(storage: &S, dir: &Path, log_id: [u8; 16]) -> Resu
         path: path.clone(),
         detail,
     };
-    let Some(b) = meta_file::read(storage, &path, KIND).await.map_err(&bad)? else {
+    let read = meta_file::read(storage, &path, KIND).await;
+    let Some(b) = read.map_err(|e| match e {
+        meta_file::ReadError::Io { op, path, source } => Error::Io { op, path, source },
+        other => bad(other.to_string()),
+    })?
+    else {
         return Ok(None);
     };
-    let l = Layout::decode(&b).map_err(&bad)?;
+    let l = Layout::decode(&b).map_err(|e| bad(e.to_string()))?;
     if l.log_id != log_id {
         return Err(bad("the layout belongs to another log".into()));
     }
@@ -192,7 +213,7 @@ pub async fn read<S: Storage>(storage: &S, dir: &Path, log_id: [u8; 16]) -> Resu
 
 /// Write the layout of the log at `dir` atomically.
 pub async fn write<S: Storage>(storage: &S, dir: &Path, l: &Layout) -> Result<()> {
-    meta_file::write_atomic(storage, dir, LAYOUT_FILE, &l.encode())
+    meta_file::write_atomic(storage, dir, LAYOUT_FILE, &l.encode()?)
         .await
         .map(|_| ())
 }
@@ -250,7 +271,7 @@ mod tests {
     #[test]
     fn round_trips_and_rejects_flips() {
         let l = four().reshard(2, 9);
-        let b = l.encode();
+        let b = l.encode().unwrap();
         assert_eq!(Layout::decode(&b), Ok(l));
         for i in 0..b.len() {
             let mut bad = b.clone();

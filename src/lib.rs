@@ -23,6 +23,7 @@ pub mod merged;
 pub mod meta_file;
 pub mod reader;
 pub mod recovery;
+pub mod rng;
 pub mod runtime;
 pub mod segment;
 pub mod writer;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::format::{BLOCK, log_id};
-use crate::io::{Storage, StorageFile};
+use crate::io::{Storage, StorageFile, close_quietly};
 
 /// Name of the log id file.
 pub const LOG_ID_FILE: &str = "LOG_ID";
@@ -33,11 +33,11 @@ async fn read_id<F: StorageFile>(f: F, path: &Path) -> Result<[u8; 16]> {
         .read_at(0, BLOCK)
         .await
         .map_err(|e| Error::io("read", path, e))?;
-    let _ = f.close().await;
+    close_quietly(f, path).await;
     let used = bytes.get(..log_id::LOG_ID_LEN).unwrap_or(&bytes);
-    log_id::decode(used).map_err(|detail| Error::NotALog {
+    log_id::decode(used).map_err(|fault| Error::NotALog {
         path: path.to_path_buf(),
-        detail,
+        detail: fault.to_string(),
     })
 }
 

@@ -18,7 +18,7 @@ use std::rc::Rc;
 
 use crate::error::{Error, Result};
 use crate::format::{BLOCK, align_up, u32_at};
-use crate::io::{IoBuf, Storage, StorageFile};
+use crate::io::{IoBuf, Storage, StorageFile, close_quietly, remove_if_present};
 
 /// Header length.
 pub const HEADER: usize = 32;
@@ -48,30 +48,103 @@ pub fn encode(k: Kind, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Check a file of kind `k` and return its payload; every failure is an
-/// error naming what is wrong. Bytes after the payload are ignored.
-pub fn decode(k: Kind, b: &[u8]) -> std::result::Result<&[u8], String> {
+/// Which check a metadata file failed. `name` is the kind's name
+/// ("manifest", "layout").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetaFault {
+    /// Shorter than a header, or the wrong magic.
+    #[error("bad {name} magic")]
+    BadMagic {
+        /// The kind of file.
+        name: &'static str,
+    },
+    /// A version this code does not read.
+    #[error("unsupported {name} version {version}")]
+    Version {
+        /// The kind of file.
+        name: &'static str,
+        /// The version in the file.
+        version: u32,
+    },
+    /// Reserved header bytes are not zero.
+    #[error("reserved {name} header bytes are not zero")]
+    ReservedBits {
+        /// The kind of file.
+        name: &'static str,
+    },
+    /// The payload length is above the kind's bound or past the file's end.
+    #[error("{name} payload length {len} out of bounds")]
+    Length {
+        /// The kind of file.
+        name: &'static str,
+        /// The length field.
+        len: usize,
+    },
+    /// The stored CRC is not the CRC of header and payload.
+    #[error("{name} CRC mismatch: stored {expected:#010x}, computed {actual:#010x}")]
+    Crc {
+        /// The kind of file.
+        name: &'static str,
+        /// The CRC stored in the header.
+        expected: u32,
+        /// The CRC computed.
+        actual: u32,
+    },
+}
+
+/// Why a metadata file could not be read (before its bytes are checked).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The storage failed.
+    #[error("{op} failed on {path}: {source}")]
+    Io {
+        /// What was being done ("open", "stat", "read").
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is larger than its kind allows; it is not read.
+    #[error("{name} file of {size} bytes is too large")]
+    TooLarge {
+        /// The kind of file.
+        name: &'static str,
+        /// Its size.
+        size: u64,
+    },
+}
+
+/// Check a file of kind `k` and return its payload; every failure names
+/// the check that failed. Bytes after the payload are ignored.
+pub fn decode(k: Kind, b: &[u8]) -> std::result::Result<&[u8], MetaFault> {
     let name = k.name;
     if b.len() < HEADER || &b[..8] != k.magic {
-        return Err(format!("bad {name} magic"));
+        return Err(MetaFault::BadMagic { name });
     }
-    if u32_at(b, 8) != k.version {
-        return Err(format!("unsupported {name} version {}", u32_at(b, 8)));
+    let version = u32_at(b, 8);
+    if version != k.version {
+        return Err(MetaFault::Version { name, version });
     }
     if b[20..HEADER].iter().any(|&x| x != 0) {
-        return Err(format!("reserved {name} header bytes are not zero"));
+        return Err(MetaFault::ReservedBits { name });
     }
-    let n = u32_at(b, 12) as usize;
-    if n > k.max_payload || HEADER + n > b.len() {
-        return Err(format!("{name} payload length {n} out of bounds"));
+    let len = u32_at(b, 12) as usize;
+    if len > k.max_payload || HEADER + len > b.len() {
+        return Err(MetaFault::Length { name, len });
     }
-    let payload = &b[HEADER..HEADER + n];
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&b[..16]), payload);
-    if crc != u32_at(b, 16) {
-        return Err(format!(
-            "{name} CRC mismatch: stored {:#010x}, computed {crc:#010x}",
-            u32_at(b, 16)
-        ));
+    let payload = &b[HEADER..HEADER + len];
+    let actual = crc32c::crc32c_append(crc32c::crc32c(&b[..16]), payload);
+    let expected = u32_at(b, 16);
+    if actual != expected {
+        return Err(MetaFault::Crc {
+            name,
+            expected,
+            actual,
+        });
     }
     Ok(payload)
 }
@@ -86,7 +159,9 @@ pub async fn write_atomic<S: Storage>(
 ) -> Result<PathBuf> {
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));
-    let _ = storage.remove(&tmp).await;
+    remove_if_present(storage, &tmp)
+        .await
+        .map_err(|e| Error::io("remove", &tmp, e))?;
     let f = storage
         .open(&tmp, true)
         .await
@@ -113,7 +188,8 @@ pub async fn write_atomic<S: Storage>(
     f.sync_data()
         .await
         .map_err(|e| Error::io("fdatasync", &tmp, e))?;
-    let _ = f.close().await;
+    // The bytes are durable (fdatasync returned): a failed close loses nothing.
+    close_quietly(f, &tmp).await;
     storage
         .rename(&tmp, &path)
         .await
@@ -126,27 +202,34 @@ pub async fn write_atomic<S: Storage>(
 }
 
 /// Read the file at `path` of kind `k`, refusing files larger than the
-/// kind allows. Errors are strings: the caller decides whether a bad file
-/// is fatal or skipped. A missing file is `Ok(None)`.
+/// kind allows. The caller decides whether a bad file is fatal or skipped.
+/// A missing file is `Ok(None)`.
 pub async fn read<S: Storage>(
     storage: &S,
     path: &Path,
     k: Kind,
-) -> std::result::Result<Option<Vec<u8>>, String> {
+) -> std::result::Result<Option<Vec<u8>>, ReadError> {
+    let io = |op: &'static str| {
+        move |source: std::io::Error| ReadError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
     let f = match storage.open(path, false).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(e) => return Err(io("open")(e)),
     };
-    let size = f.size().await.map_err(|e| e.to_string())?;
+    let size = f.size().await.map_err(io("stat"))?;
     if size > (HEADER + k.max_payload) as u64 {
-        return Err(format!("{} file of {size} bytes is too large", k.name));
+        return Err(ReadError::TooLarge { name: k.name, size });
     }
     let b = f
         .read_at(0, align_up(size as usize, BLOCK))
         .await
-        .map_err(|e| e.to_string())?;
-    let _ = f.close().await;
+        .map_err(io("read"))?;
+    close_quietly(f, path).await;
     let end = (size as usize).min(b.len());
     Ok(Some(b[..end].to_vec()))
 }
@@ -178,6 +261,12 @@ mod tests {
     fn refuses_oversized_lengths_without_allocating() {
         let mut b = encode(K, b"x");
         b[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(decode(K, &b).unwrap_err().contains("out of bounds"));
+        assert_eq!(
+            decode(K, &b),
+            Err(MetaFault::Length {
+                name: "test",
+                len: u32::MAX as usize
+            })
+        );
     }
 }

@@ -2,23 +2,24 @@
 //!
 //! The reader reads the segments in block-aligned chunks, with the next
 //! chunk's read in flight while the current one is decoded (see
-//! `recovery::chunks`), and stops reading a segment at its end marker.
+//! `io::read_ahead`), walks each segment's frames as recovery does
+//! ([`SegmentFrames`]), and stops reading a segment at its end marker.
 //! Payloads are borrowed slices of the chunk buffer, 8-byte aligned, so rkyv
 //! archives can be accessed in place. Memory is bounded by a few chunks and
 //! the largest record, not by the segment or the log.
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{CorruptionCause, Error, Result};
 use crate::format::BLOCK;
-use crate::format::frame::{Decoded, FRAME_HEADER, RecordKind, decode_at};
-use crate::format::seed::SegmentSeed;
+use crate::format::frame::{Decoded, FRAME_HEADER, RecordKind};
 use crate::format::segment_header::{HeaderError, RECORDS_START, SegmentHeader};
 use crate::ids::{Epoch, Lsn, Seq, ShardId};
 use crate::io::Storage;
-use crate::recovery::chunks::ChunkStream;
+use crate::io::read_ahead::ChunkStream;
+use crate::io::window::{SegmentFrames, Window};
+use crate::recovery::scan::check_identity;
 use crate::recovery::shard::read_head;
-use crate::recovery::window::{Window, frame_need, view};
 use crate::segment::{segments_in, shard_dir};
 
 /// One record, borrowed from the reader's segment buffer.
@@ -34,9 +35,7 @@ pub struct Record<'a> {
 
 /// The segment being read.
 struct Loaded {
-    seed: SegmentSeed,
-    /// The segment size from its header: frames end before it.
-    limit: u64,
+    frames: SegmentFrames,
     path: PathBuf,
     last: bool,
 }
@@ -113,12 +112,12 @@ impl<S: Storage> ShardReader<S> {
         })
     }
 
-    fn corrupt(&self, path: &Path, offset: usize, detail: String) -> Error {
+    fn corrupt(&self, path: &Path, offset: usize, cause: CorruptionCause) -> Error {
         Error::Corruption {
             shard: self.shard,
             segment: path.to_path_buf(),
             offset: offset as u64,
-            detail,
+            cause,
         }
     }
 
@@ -152,23 +151,24 @@ impl<S: Storage> ShardReader<S> {
                 self.next_segment = self.segments.len();
                 return Ok(false);
             }
-            Err(HeaderError::Invalid(d)) => return Err(self.corrupt(&path, 0, d)),
+            Err(HeaderError::Invalid(fault)) => {
+                return Err(self.corrupt(&path, 0, CorruptionCause::SegmentHeader(fault)));
+            }
         };
-        if h.log_id != self.log_id || h.shard != self.shard.0 || h.index != index {
-            return Err(self.corrupt(&path, 0, "segment header identity mismatch".into()));
+        if let Err(cause) = check_identity(&h, index, self.log_id, self.shard.0) {
+            return Err(self.corrupt(&path, 0, cause));
         }
         if let Some(e) = self.expected
             && e != h.first_seq
         {
-            return Err(self.corrupt(
-                &path,
-                0,
-                format!("segment starts at seq {}, expected {e}", h.first_seq),
-            ));
+            let cause = CorruptionCause::SegmentStartsElsewhere {
+                expected: e,
+                found: h.first_seq,
+            };
+            return Err(self.corrupt(&path, 0, cause));
         }
         self.cur = Some(Loaded {
-            seed: h.seed(),
-            limit: h.segment_size,
+            frames: SegmentFrames::new(&h, crate::format::MAX_RECORD_HARD),
             path,
             last,
         });
@@ -212,22 +212,19 @@ impl<S: Storage> ShardReader<S> {
                 }
                 continue;
             };
-            let (seed, limit, pos) = (cur.seed, cur.limit, self.pos);
-            let max = crate::format::MAX_RECORD_HARD;
-            let need = frame_need(view(stream, pos, FRAME_HEADER, limit).await?, max);
-            let v = view(stream, pos, need, limit).await?;
-            match decode_at(v, 0, seed, max) {
+            let pos = self.pos;
+            match cur.frames.decode(stream, pos).await? {
                 Decoded::Frame(f) => {
                     let seq = f.meta.seq;
                     if let Some(e) = self.expected
                         && e != seq
                     {
                         let p = cur.path.clone();
-                        return Err(self.corrupt(
-                            &p,
-                            pos as usize,
-                            format!("expected seq {e}, found {seq}"),
-                        ));
+                        let cause = CorruptionCause::SeqGap {
+                            expected: e,
+                            found: seq,
+                        };
+                        return Err(self.corrupt(&p, pos as usize, cause));
                     }
                     self.expected = Some(seq + 1);
                     let payload = (pos + FRAME_HEADER as u64, f.payload.len());
@@ -258,7 +255,7 @@ impl<S: Storage> ShardReader<S> {
                         return Ok(None);
                     }
                     let p = cur.path.clone();
-                    return Err(self.corrupt(&p, pos as usize, d));
+                    return Err(self.corrupt(&p, pos as usize, d.into()));
                 }
             }
         }

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use shardwal::io::sim::SplitMix;
+use shardwal::rng::SplitMix;
 
 /// Events per source partition: a clean run takes under two seconds, most
 /// of it processing (start-up takes a few hundred ms), with several

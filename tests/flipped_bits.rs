@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use common::{FramePos, check_records, frames_in, payload_between, read_all, run};
 use shardwal::format::segment_header::HEADER_USED;
-use shardwal::io::sim::SplitMix;
+use shardwal::rng::SplitMix;
 use shardwal::{
     DmaStorage, Error, FsyncPolicy, RecordKind, Seq, ShardConfig, ShardId, ShardLog, StdStorage,
     Storage,
@@ -117,13 +117,13 @@ async fn expect_corruption<S: Storage>(
             shard,
             segment,
             offset,
-            detail,
+            cause,
         }) => {
             assert_eq!(shard, SHARD);
             assert_eq!(
                 (&segment, offset),
                 (&want.0, want.1),
-                "bit {bit} of {}: wrong location ({detail})",
+                "bit {bit} of {}: wrong location ({cause})",
                 path.display()
             );
         }

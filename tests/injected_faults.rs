@@ -20,7 +20,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{check_records, payload, read_all, run, within};
-use shardwal::io::sim::{CrashMode, SplitMix, WriteFault};
+use shardwal::io::sim::{CrashMode, WriteFault};
+use shardwal::rng::SplitMix;
 use shardwal::segment::{segment_name, shard_dir};
 use shardwal::{
     Error, FsyncPolicy, Lsn, SegmentPrepare, Seq, ShardConfig, ShardId, ShardLog, ShardRecovery,

@@ -22,7 +22,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{payload, run};
-use shardwal::io::sim::SplitMix;
+use shardwal::rng::SplitMix;
 use shardwal::{
     DmaStorage, Error, FsyncPolicy, RecordKind, Seq, ShardConfig, ShardId, ShardLog, ShardReader,
 };

@@ -249,7 +249,7 @@ async fn phase(
                             ],
                             watermark: uid * 10,
                         };
-                        let p = payloads::encode(&c);
+                        let p = payloads::encode(&c).expect("encode commit");
                         let lsn = log
                             .append_kind(RecordKind::Commit, &p)
                             .await
@@ -297,7 +297,7 @@ async fn phase(
                         epoch: e,
                         snapshot: sref.clone(),
                     };
-                    let p = payloads::encode(&marker);
+                    let p = payloads::encode(&marker).expect("encode marker");
                     let ml = log
                         .append_kind(RecordKind::Checkpoint, &p)
                         .await

@@ -127,7 +127,7 @@ async fn append_reading(
 ) -> shardwal::Result<()> {
     let r = reading(j.shard, ctx.log().epoch().0, *index);
     *index += 1;
-    let p = payloads::encode(&r);
+    let p = payloads::encode(&r)?;
     let lsn = ctx.log().append(&p).await?;
     assert_eq!(lsn.epoch.0, r.epoch);
     j.push(lsn.seq.0, lsn.epoch.0, RecordKind::Data, p);
@@ -173,9 +173,12 @@ async fn first_run(ctx: Rc<ShardContext<DmaStorage>>, tx: Sender<Journal>) -> sh
                 watermark: index * 2,
             };
             let lsn = ctx.commit(offsets, index * 2).await?;
-            j.push(lsn.seq.0, e, RecordKind::Commit, payloads::encode(&commit));
+            j.push(lsn.seq.0, e, RecordKind::Commit, payloads::encode(&commit)?);
             j.commits.push((e, commit));
-            let snap = req.checkpoint.map(|_| payloads::encode(&state));
+            let snap = req
+                .checkpoint
+                .map(|_| payloads::encode(&state))
+                .transpose()?;
             let lsn = ctx.complete_barrier(req, snap.as_deref()).await?;
             if let (Some(id), Some(bytes)) = (req.checkpoint, snap) {
                 j.push(lsn.seq.0 - 1, e, RecordKind::Checkpoint, Vec::new());

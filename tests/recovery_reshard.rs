@@ -32,8 +32,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use runtime_common::*;
-use shardwal::io::sim::SplitMix;
 use shardwal::layout::RetiredShard;
+use shardwal::rng::SplitMix;
 use shardwal::segment::shard_dir;
 use shardwal::{
     ControlEvent, CoordinatorConfig, MergedReader, RecordKind, RecoveryReport, Runtime,

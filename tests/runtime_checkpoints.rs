@@ -14,7 +14,7 @@ use std::time::Duration;
 use runtime_common::*;
 use shardwal::checkpoint::payloads::{self, CheckpointMarker};
 use shardwal::checkpoint::snapshot::snapshot_name;
-use shardwal::io::sim::SplitMix;
+use shardwal::rng::SplitMix;
 use shardwal::{
     CheckpointId, CommitRecord, ControlEvent, CoordinatorConfig, DmaStorage, Epoch, RecordKind,
     Runtime, ShardContext, SourceOffset,

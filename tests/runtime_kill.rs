@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use runtime_common::*;
 use shardwal::checkpoint::payloads::{self, CheckpointMarker};
-use shardwal::io::sim::SplitMix;
+use shardwal::rng::SplitMix;
 use shardwal::{ControlEvent, CoordinatorConfig, RecordKind, Runtime, RuntimeConfig, ShardConfig};
 
 const SHARDS: usize = 2;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use super::payloads::{CommitRecord, SnapshotRef};
+use super::payloads::{CommitRecord, PayloadError, SnapshotRef};
 use crate::error::{Error, Result};
 use crate::io::Storage;
 use crate::meta_file;
@@ -80,15 +80,45 @@ const KIND: meta_file::Kind = meta_file::Kind {
     name: "manifest",
 };
 
-/// Encode a manifest file.
-pub fn encode(m: &Manifest) -> Vec<u8> {
-    meta_file::encode(KIND, &super::payloads::encode(m))
+/// Why a manifest file was not loaded. Loading falls back to an older
+/// manifest on any of these.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error(transparent)]
+    Read(#[from] meta_file::ReadError),
+    /// The file is gone (listed, then removed).
+    #[error("{}: no such file", .0.display())]
+    Missing(PathBuf),
+    /// The file's framing fails its checks.
+    #[error(transparent)]
+    File(#[from] meta_file::MetaFault),
+    /// The payload is not a valid manifest archive.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// The file's name and its checkpoint id disagree.
+    #[error("manifest file {file} holds checkpoint {found}")]
+    WrongId {
+        /// The id in the file name.
+        file: u64,
+        /// The checkpoint id inside.
+        found: u64,
+    },
+    /// A valid manifest of another log.
+    #[error("manifest belongs to another log")]
+    ForeignLog,
 }
 
-/// Decode a manifest file; every failure is an error naming what is wrong.
-pub fn decode(b: &[u8]) -> std::result::Result<Manifest, String> {
+/// Encode a manifest file.
+pub fn encode(m: &Manifest) -> std::result::Result<Vec<u8>, PayloadError> {
+    Ok(meta_file::encode(KIND, &super::payloads::encode(m)?))
+}
+
+/// Decode a manifest file; every failure names the check that failed.
+pub fn decode(b: &[u8]) -> std::result::Result<Manifest, ManifestError> {
     let payload = meta_file::decode(KIND, b)?;
-    super::payloads::decode::<Manifest>(payload, "manifest").map_err(|e| e.to_string())
+    Ok(super::payloads::decode::<Manifest>(payload, "manifest")?)
 }
 
 /// Write manifest `m` into `log_dir/checkpoints` atomically.
@@ -98,7 +128,7 @@ pub async fn write<S: Storage>(storage: &S, log_dir: &Path, m: &Manifest) -> Res
         .create_dir_all(&dir)
         .await
         .map_err(|e| Error::io("create directory", &dir, e))?;
-    meta_file::write_atomic(storage, &dir, &manifest_name(m.checkpoint), &encode(m)).await
+    meta_file::write_atomic(storage, &dir, &manifest_name(m.checkpoint), &encode(m)?).await
 }
 
 /// Manifest ids present in `log_dir/checkpoints`, ascending (valid or not).
@@ -123,17 +153,17 @@ pub async fn read<S: Storage>(
     storage: &S,
     log_dir: &Path,
     id: u64,
-) -> std::result::Result<Manifest, String> {
+) -> std::result::Result<Manifest, ManifestError> {
     let path = log_dir.join(CHECKPOINT_DIR).join(manifest_name(id));
-    let b = meta_file::read(storage, &path, KIND)
-        .await?
-        .ok_or_else(|| format!("{}: no such file", path.display()))?;
+    let Some(b) = meta_file::read(storage, &path, KIND).await? else {
+        return Err(ManifestError::Missing(path));
+    };
     let m = decode(&b)?;
     if m.checkpoint != id {
-        return Err(format!(
-            "manifest file {id} holds checkpoint {}",
-            m.checkpoint
-        ));
+        return Err(ManifestError::WrongId {
+            file: id,
+            found: m.checkpoint,
+        });
     }
     Ok(m)
 }
@@ -144,12 +174,12 @@ pub async fn load_newest<S: Storage>(
     storage: &S,
     log_dir: &Path,
     log_id: [u8; 16],
-) -> Result<(Option<Manifest>, Vec<(u64, String)>)> {
+) -> Result<(Option<Manifest>, Vec<(u64, ManifestError)>)> {
     let mut skipped = Vec::new();
     for id in list(storage, log_dir).await?.into_iter().rev() {
         match read(storage, log_dir, id).await {
             Ok(m) if m.log_id == log_id => return Ok((Some(m), skipped)),
-            Ok(_) => skipped.push((id, "manifest belongs to another log".into())),
+            Ok(_) => skipped.push((id, ManifestError::ForeignLog)),
             Err(e) => skipped.push((id, e)),
         }
     }
@@ -181,8 +211,8 @@ mod tests {
 
     #[test]
     fn round_trips_and_rejects_any_flip_or_cut() {
-        let b = encode(&sample());
-        assert_eq!(decode(&b), Ok(sample()));
+        let b = encode(&sample()).unwrap();
+        assert_eq!(decode(&b).ok(), Some(sample()));
         for i in 0..b.len() {
             let mut bad = b.clone();
             bad[i] ^= 0x10;

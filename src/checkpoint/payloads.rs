@@ -3,7 +3,7 @@
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+pub use crate::error::PayloadError;
 
 /// The offset reached in one input source.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq, Hash)]
@@ -48,8 +48,10 @@ pub struct CheckpointMarker {
     pub snapshot: SnapshotRef,
 }
 
-/// Serialize a payload with rkyv.
-pub fn encode<T>(value: &T) -> Vec<u8>
+/// Serialize a payload with rkyv. Fails only if the serializer does (an
+/// archive too large for rkyv's 32-bit relative pointers, for one); the
+/// caller decides what that means, nothing is written half-made.
+pub fn encode<T>(value: &T) -> Result<Vec<u8>, PayloadError>
 where
     T: for<'a> Serialize<
         rkyv::api::high::HighSerializer<
@@ -61,11 +63,15 @@ where
 {
     rkyv::to_bytes::<rkyv::rancor::Error>(value)
         .map(|v| v.to_vec())
-        .unwrap_or_default()
+        .map_err(|e| PayloadError::Encode {
+            type_name: std::any::type_name::<T>(),
+            reason: e.to_string(),
+        })
 }
 
-/// Validate and deserialize a payload read from the log.
-pub fn decode<T>(bytes: &[u8], what: &'static str) -> Result<T>
+/// Validate and deserialize a payload read from the log (or from a
+/// manifest or layout file); `what` names it in the error.
+pub fn decode<T>(bytes: &[u8], what: &'static str) -> Result<T, PayloadError>
 where
     T: Archive,
     T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
@@ -75,9 +81,9 @@ where
     // aligned buffer anyway so a caller's unaligned slice cannot fail here.
     let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
     aligned.extend_from_slice(bytes);
-    rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned).map_err(|e| Error::NotALog {
-        path: what.into(),
-        detail: format!("invalid {what} payload: {e}"),
+    rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned).map_err(|e| PayloadError::Invalid {
+        what,
+        reason: e.to_string(),
     })
 }
 
@@ -95,11 +101,15 @@ mod tests {
             }],
             watermark: 1234,
         };
-        let b = encode(&c);
+        let b = encode(&c).unwrap();
         assert_eq!(decode::<CommitRecord>(&b, "commit").unwrap(), c);
         for cut in 0..b.len() {
+            // Any answer will do, as long as it is one: no panic.
             let _ = decode::<CommitRecord>(&b[..cut], "commit");
         }
-        assert!(decode::<CommitRecord>(&[0xff; 64], "commit").is_err());
+        assert!(matches!(
+            decode::<CommitRecord>(&[0xff; 64], "commit"),
+            Err(PayloadError::Invalid { what: "commit", .. })
+        ));
     }
 }

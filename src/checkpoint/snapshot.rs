@@ -20,9 +20,10 @@ use std::path::Path;
 use std::rc::Rc;
 
 use super::payloads::SnapshotRef;
+pub use crate::error::SnapshotFault;
 use crate::error::{Error, Result};
 use crate::format::{BLOCK, align_up, u32_at, u64_at};
-use crate::io::{IoBuf, Storage, StorageFile};
+use crate::io::{IoBuf, Storage, StorageFile, close_quietly, remove_if_present};
 
 const MAGIC: &[u8; 8] = b"SHRDSNAP";
 const VERSION: u32 = 1;
@@ -52,7 +53,10 @@ pub async fn write<S: Storage>(
 ) -> Result<SnapshotRef> {
     let name = snapshot_name(checkpoint);
     let path = shard_dir.join(&name);
-    let _ = storage.remove(&path).await;
+    // A snapshot of the same checkpoint left by an attempt that died.
+    remove_if_present(storage, &path)
+        .await
+        .map_err(|e| Error::io("remove snapshot", &path, e))?;
     let f = storage
         .open(&path, true)
         .await
@@ -87,7 +91,8 @@ pub async fn write<S: Storage>(
     f.sync_data()
         .await
         .map_err(|e| Error::io("fdatasync snapshot", &path, e))?;
-    let _ = f.close().await;
+    // Durable already: a failed close loses nothing.
+    close_quietly(f, &path).await;
     storage
         .sync_dir(shard_dir)
         .await
@@ -108,14 +113,17 @@ pub async fn read<S: Storage>(
     expect: &SnapshotRef,
 ) -> Result<Vec<u8>> {
     let path = shard_dir.join(&expect.file);
-    let bad = |detail: String| Error::Corruption {
+    let bad = |fault: SnapshotFault| Error::Corruption {
         shard: crate::ids::ShardId(shard),
         segment: path.clone(),
         offset: 0,
-        detail,
+        cause: fault.into(),
     };
     if expect.len > MAX_SNAPSHOT {
-        return Err(bad(format!("snapshot length {} out of bounds", expect.len)));
+        return Err(bad(SnapshotFault::LengthOutOfBounds {
+            len: expect.len,
+            max: MAX_SNAPSHOT,
+        }));
     }
     let f = storage
         .open(&path, false)
@@ -124,35 +132,46 @@ pub async fn read<S: Storage>(
     let size = f.size().await.map_err(|e| Error::io("stat", &path, e))?;
     let want = BLOCK as u64 + expect.len;
     if size < want {
-        return Err(bad(format!(
-            "snapshot file has {size} bytes, expected at least {want}"
-        )));
+        return Err(bad(SnapshotFault::Truncated { have: size, want }));
     }
     let data = f
         .read_at(0, align_up(want as usize, BLOCK))
         .await
         .map_err(|e| Error::io("read snapshot", &path, e))?;
-    let _ = f.close().await;
+    close_quietly(f, &path).await;
     if data.len() < want as usize {
-        return Err(bad("snapshot file is short".into()));
+        return Err(bad(SnapshotFault::Truncated {
+            have: data.len() as u64,
+            want,
+        }));
     }
     let h = &data[..BLOCK];
-    if &h[..8] != MAGIC || u32_at(h, 8) != VERSION {
-        return Err(bad("bad snapshot magic or version".into()));
+    if &h[..8] != MAGIC {
+        return Err(bad(SnapshotFault::BadMagic));
     }
-    if u32_at(h, 36) != crc32c::crc32c(&h[..36]) {
-        return Err(bad("snapshot header CRC mismatch".into()));
+    if u32_at(h, 8) != VERSION {
+        return Err(bad(SnapshotFault::Version(u32_at(h, 8))));
     }
-    if u32_at(h, 12) != shard || u64_at(h, 16) != checkpoint || u64_at(h, 24) != expect.len {
-        return Err(bad("snapshot header does not match the manifest".into()));
+    let (expected, actual) = (u32_at(h, 36), crc32c::crc32c(&h[..36]));
+    if expected != actual {
+        return Err(bad(SnapshotFault::HeaderCrc { expected, actual }));
+    }
+    let (h_shard, h_checkpoint, h_len) = (u32_at(h, 12), u64_at(h, 16), u64_at(h, 24));
+    if h_shard != shard || h_checkpoint != checkpoint || h_len != expect.len {
+        return Err(bad(SnapshotFault::NotTheManifests {
+            shard: h_shard,
+            checkpoint: h_checkpoint,
+            len: h_len,
+        }));
     }
     let bytes = &data[BLOCK..BLOCK + expect.len as usize];
-    let crc = crc32c::crc32c(bytes);
-    if crc != expect.crc || crc != u32_at(h, 32) {
-        return Err(bad(format!(
-            "snapshot CRC mismatch: expected {:#010x}, computed {crc:#010x}",
-            expect.crc
-        )));
+    let actual = crc32c::crc32c(bytes);
+    // The reference's CRC, and the header's, must both be the bytes'.
+    if let Some(expected) = [expect.crc, u32_at(h, 32)]
+        .into_iter()
+        .find(|&c| c != actual)
+    {
+        return Err(bad(SnapshotFault::Crc { expected, actual }));
     }
     Ok(bytes.to_vec())
 }

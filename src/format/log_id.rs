@@ -33,31 +33,50 @@ fn crc(b: &[u8; LOG_ID_LEN]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&b[..12]), &b[16..32])
 }
 
-/// Decode the log id file; `Err` names what is wrong.
-pub fn decode(b: &[u8]) -> Result<[u8; 16], String> {
-    if b.len() != LOG_ID_LEN {
-        return Err(format!(
-            "LOG_ID has {} bytes, expected {LOG_ID_LEN}",
-            b.len()
-        ));
+/// Why bytes are not a `LOG_ID` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogIdFault {
+    /// The file has the wrong length.
+    #[error("LOG_ID has {len} bytes, expected {LOG_ID_LEN}")]
+    Length {
+        /// Its length.
+        len: usize,
+    },
+    /// The magic bytes are wrong.
+    #[error("bad magic in LOG_ID")]
+    BadMagic,
+    /// A format version this code does not read.
+    #[error("unsupported format version {0}")]
+    Version(u32),
+    /// The stored CRC is not the CRC of the bytes.
+    #[error("LOG_ID CRC mismatch: stored {expected:#010x}, computed {actual:#010x}")]
+    Crc {
+        /// The CRC stored in the file.
+        expected: u32,
+        /// The CRC computed over its bytes.
+        actual: u32,
+    },
+}
+
+/// Decode the log id file; `Err` names the check that failed.
+pub fn decode(b: &[u8]) -> Result<[u8; 16], LogIdFault> {
+    let arr: &[u8; LOG_ID_LEN] = b
+        .try_into()
+        .map_err(|_| LogIdFault::Length { len: b.len() })?;
+    if &arr[..8] != MAGIC {
+        return Err(LogIdFault::BadMagic);
     }
-    if &b[..8] != MAGIC {
-        return Err("bad magic in LOG_ID".into());
-    }
-    let version = u32_at(b, 8);
+    let version = u32_at(arr, 8);
     if version != FORMAT_VERSION {
-        return Err(format!("unsupported format version {version}"));
+        return Err(LogIdFault::Version(version));
     }
-    let mut arr = [0u8; LOG_ID_LEN];
-    arr.copy_from_slice(b);
-    let (want, got) = (u32_at(b, 12), crc(&arr));
-    if want != got {
-        return Err(format!(
-            "LOG_ID CRC mismatch: stored {want:#010x}, computed {got:#010x}"
-        ));
+    let (expected, actual) = (u32_at(arr, 12), crc(arr));
+    if expected != actual {
+        return Err(LogIdFault::Crc { expected, actual });
     }
     let mut id = [0u8; 16];
-    id.copy_from_slice(&b[16..32]);
+    id.copy_from_slice(&arr[16..32]);
     Ok(id)
 }
 
@@ -108,6 +127,6 @@ mod tests {
             bad[bit / 8] ^= 1 << (bit % 8);
             assert!(decode(&bad).is_err(), "bit {bit} flip accepted");
         }
-        assert!(decode(&enc[..31]).is_err());
+        assert_eq!(decode(&enc[..31]), Err(LogIdFault::Length { len: 31 }));
     }
 }

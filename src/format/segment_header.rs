@@ -17,7 +17,7 @@
 //!     80    4 CRC32C of bytes 0..80
 //!     84 4012 zero
 //! ```
-//! Records start at offset [`BLOCK`](super::BLOCK).
+//! Records start at offset [`super::BLOCK`].
 
 use super::{BLOCK, log_id::FORMAT_VERSION, seed::SegmentSeed, u32_at, u64_at};
 
@@ -50,13 +50,50 @@ pub struct SegmentHeader {
     pub segment_size: u64,
 }
 
-/// Why a header block was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a header block was not accepted: blank, or not. This split is the
+/// whole of it (callers match on both arms); what can go wrong with a
+/// non-blank header is [`HeaderFault`], which may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderError {
     /// The block is all zero: a prepared segment that was never used.
+    #[error("blank segment header")]
     Blank,
-    /// Anything else; the string says what.
-    Invalid(String),
+    /// Anything else: which check failed.
+    #[error(transparent)]
+    Invalid(HeaderFault),
+}
+
+/// Which check a non-blank segment header failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeaderFault {
+    /// Fewer bytes than the header's used part.
+    #[error("header truncated to {len} bytes")]
+    Truncated {
+        /// Bytes present.
+        len: usize,
+    },
+    /// The magic bytes are wrong.
+    #[error("bad segment magic")]
+    BadMagic,
+    /// The CRC stored in the header is not the CRC of its bytes.
+    #[error("header CRC mismatch: stored {expected:#010x}, computed {actual:#010x}")]
+    Crc {
+        /// The CRC stored in the header.
+        expected: u32,
+        /// The CRC computed over bytes 0..80.
+        actual: u32,
+    },
+    /// A format version this code does not read.
+    #[error("unsupported format version {0}")]
+    Version(u32),
+    /// The flags or the reserved field are not zero.
+    #[error("reserved header bits set")]
+    ReservedBits,
+    /// The segment size is below the minimum, above the maximum, or not a
+    /// multiple of the block size.
+    #[error("segment size {0} out of bounds")]
+    SegmentSize(u64),
 }
 
 impl SegmentHeader {
@@ -98,36 +135,29 @@ impl SegmentHeader {
             return Err(HeaderError::Blank);
         }
         if b.len() < HEADER_USED {
-            return Err(HeaderError::Invalid(format!(
-                "header truncated to {} bytes",
-                b.len()
-            )));
+            return Err(HeaderError::Invalid(HeaderFault::Truncated {
+                len: b.len(),
+            }));
         }
         if &b[..8] != MAGIC {
-            return Err(HeaderError::Invalid("bad segment magic".into()));
+            return Err(HeaderError::Invalid(HeaderFault::BadMagic));
         }
-        let (stored, computed) = (u32_at(b, 80), crc32c::crc32c(&b[..80]));
-        if stored != computed {
-            return Err(HeaderError::Invalid(format!(
-                "header CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"
-            )));
+        let (expected, actual) = (u32_at(b, 80), crc32c::crc32c(&b[..80]));
+        if expected != actual {
+            return Err(HeaderError::Invalid(HeaderFault::Crc { expected, actual }));
         }
         let version = u32_at(b, 8);
         if version != FORMAT_VERSION {
-            return Err(HeaderError::Invalid(format!(
-                "unsupported format version {version}"
-            )));
+            return Err(HeaderError::Invalid(HeaderFault::Version(version)));
         }
         if u32_at(b, 12) != 0 || u32_at(b, 36) != 0 {
-            return Err(HeaderError::Invalid("reserved header bits set".into()));
+            return Err(HeaderError::Invalid(HeaderFault::ReservedBits));
         }
         let segment_size = u64_at(b, 72);
         if !(MIN_SEGMENT_SIZE..=MAX_SEGMENT_SIZE).contains(&segment_size)
             || !segment_size.is_multiple_of(BLOCK as u64)
         {
-            return Err(HeaderError::Invalid(format!(
-                "segment size {segment_size} out of bounds"
-            )));
+            return Err(HeaderError::Invalid(HeaderFault::SegmentSize(segment_size)));
         }
         let mut log_id = [0u8; 16];
         log_id.copy_from_slice(&b[16..32]);
@@ -191,10 +221,12 @@ mod tests {
         assert_eq!(SegmentHeader::decode(&[0u8; 10]), Err(HeaderError::Blank));
         let mut b = vec![0u8; BLOCK];
         sample().encode_into(&mut b);
-        assert!(matches!(
+        assert_eq!(
             SegmentHeader::decode(&b[..HEADER_USED - 1]),
-            Err(HeaderError::Invalid(_))
-        ));
+            Err(HeaderError::Invalid(HeaderFault::Truncated {
+                len: HEADER_USED - 1
+            }))
+        );
     }
 
     #[test]

@@ -15,12 +15,18 @@
 //! [`sim::SimStorage`] (in memory, injects faults and simulates crashes that
 //! drop or tear unsynced writes), and [`read_only::ReadOnlyStorage`]
 //! (refuses every change, for tools that must not modify a log).
+//!
+//! Beside the backends: [`window`], the forward-only byte window that the
+//! recovery scan and the reader walk frames through, and `read_ahead`, the
+//! chunked read-ahead stream that serves it from segment files.
 
 pub mod aligned;
 pub mod dma;
+pub(crate) mod read_ahead;
 pub mod read_only;
 pub mod sim;
 pub mod std_fs;
+pub mod window;
 
 use std::future::Future;
 use std::io;
@@ -120,4 +126,25 @@ pub trait StorageFile: 'static {
     async fn allocate(&self, len: u64) -> io::Result<()>;
     /// Close the file.
     async fn close(self) -> io::Result<()>;
+}
+
+/// Remove `path` if it exists: a leftover of an attempt that died before
+/// it renamed or used the file. A missing file is success; any other error
+/// is the caller's.
+pub(crate) async fn remove_if_present<S: Storage>(storage: &S, path: &Path) -> io::Result<()> {
+    match storage.remove(path).await {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Close `f` after its last use, when a failed close cannot lose anything:
+/// it was only read, or everything written through it is already durable
+/// (a `sync_data` returned). The failure is logged at debug level, not
+/// returned: nothing the caller could do about it would change what is on
+/// disk.
+pub(crate) async fn close_quietly<F: StorageFile>(f: F, path: &Path) {
+    if let Err(error) = f.close().await {
+        tracing::debug!(path = %path.display(), %error, "close after last use failed");
+    }
 }

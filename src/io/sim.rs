@@ -19,6 +19,10 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::{AlignedBuf, Storage, StorageFile};
+/// The PRNG of crash decisions; it lives in [`crate::rng`] (the writer
+/// draws its nonces from it too) and is re-exported here for code that
+/// names it beside [`SimStorage`].
+pub use crate::rng::SplitMix;
 
 /// Sector size assumed atomic by the crash model.
 pub const SECTOR: usize = 512;
@@ -120,25 +124,6 @@ pub struct SimFile {
 
 fn parent(path: &Path) -> PathBuf {
     path.parent().map(Path::to_path_buf).unwrap_or_default()
-}
-
-/// A small deterministic PRNG (splitmix64) for crash decisions.
-#[derive(Debug, Clone)]
-pub struct SplitMix(pub u64);
-
-impl SplitMix {
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// A number in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
 }
 
 fn apply(image: &mut Vec<u8>, pos: u64, bytes: &[u8]) {

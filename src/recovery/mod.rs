@@ -3,15 +3,15 @@
 //! directory through it and carries out a cut), and decide the consistent
 //! cut across shards ([`plan`], pure).
 
-pub(crate) mod chunks;
+#[cfg(test)]
+mod chunked_scan_tests;
 pub mod plan;
 pub mod scan;
 pub mod shard;
 pub mod summary;
-pub mod window;
 
 pub use scan::{
     Corrupt, Expect, ScanOutcome, ScannedSegment, Scanner, SegmentBytes, Stop, TornTail, classify,
 };
 pub use shard::{CutPoint, ScanOptions, Scanned, ShardCut, ShardRecovery, SkippedSegment};
-pub use summary::ScanSummary;
+pub use summary::{BadCommit, ScanSummary};

@@ -35,7 +35,7 @@ use std::time::Duration;
 use super::shard::{Scanned, ShardCut, ShardRecovery, decide};
 use crate::checkpoint::manifest::Manifest;
 use crate::checkpoint::payloads::{CommitRecord, SnapshotRef, SourceOffset};
-use crate::error::{Error, Result};
+use crate::error::{CorruptionCause, Error, Result};
 use crate::ids::{CheckpointId, Epoch, Seq, ShardId};
 use crate::layout::{self, Layout, RetiredShard};
 
@@ -256,49 +256,31 @@ pub fn check_checkpoint(manifests: &Manifests, scanned: &Scanned) -> Result<()> 
     };
     let checkpoint = manifests.newest().map_or(0, |m| m.checkpoint);
     let o = &scanned.outcome;
-    let first = scanned
+    let first_seg = scanned
         .skipped
         .first()
-        .map(|s| s.first_seq)
-        .or_else(|| o.kept.first().map(|k| k.header.first_seq));
-    let (segment, offset, detail) = match (first, o.kept.last()) {
-        (Some(f), _) if f > e.replay_from => (
-            scanned
-                .skipped
-                .first()
-                .map(|s| s.path.clone())
-                .or_else(|| o.kept.first().map(|k| k.path.clone()))
-                .unwrap_or_else(|| scanned.dir.clone()),
-            0,
-            format!(
-                "the log starts at seq {f}, but checkpoint {checkpoint} replays it from seq {}",
-                e.replay_from
-            ),
-        ),
-        _ if o.next_seq >= e.replay_from => return Ok(()),
-        (_, Some(last)) => (
-            last.path.clone(),
-            last.valid_end,
-            format!(
-                "the log ends at seq {}, but checkpoint {checkpoint} replays it from seq {}: \
-                 records that were durable before the checkpoint are missing",
-                o.next_seq, e.replay_from
-            ),
-        ),
-        (_, None) => (
-            scanned.dir.clone(),
-            0,
-            format!(
-                "the log holds no records, but checkpoint {checkpoint} replays it from seq {}",
-                e.replay_from
-            ),
-        ),
+        .map(|s| (s.path.clone(), s.first_seq))
+        .or_else(|| o.kept.first().map(|k| (k.path.clone(), k.header.first_seq)));
+    let first = first_seg.as_ref().map_or(o.next_seq, |(_, f)| *f);
+    let (segment, offset) = if first > e.replay_from {
+        first_seg.map_or((scanned.dir.clone(), 0), |(p, _)| (p, 0))
+    } else if o.next_seq < e.replay_from {
+        o.kept
+            .last()
+            .map_or((scanned.dir.clone(), 0), |k| (k.path.clone(), k.valid_end))
+    } else {
+        return Ok(());
     };
     Err(Error::Corruption {
         shard: scanned.shard,
         segment,
         offset,
-        detail,
+        cause: CorruptionCause::ShorterThanCheckpoint {
+            checkpoint,
+            replay_from: e.replay_from,
+            first,
+            next: o.next_seq,
+        },
     })
 }
 
@@ -589,7 +571,8 @@ mod tests {
                             offset: *off,
                         }],
                         watermark: *off,
-                    }),
+                    })
+                    .unwrap(),
                 ),
             };
             let len = frame_len(payload.len());

@@ -37,10 +37,13 @@
 
 use std::path::{Path, PathBuf};
 
-use super::window::{SliceWindow, Window, first_nonzero, frame_need, ready, view};
-use crate::format::frame::{Decoded, FRAME_HEADER, decode_at};
-use crate::format::segment_header::{HEADER_USED, HeaderError, RECORDS_START, SegmentHeader};
+use crate::error::CorruptionCause;
+use crate::format::frame::{Decoded, FRAME_HEADER};
+use crate::format::segment_header::{
+    HEADER_USED, HeaderError, HeaderFault, RECORDS_START, SegmentHeader,
+};
 use crate::format::{BLOCK, FRAME_ALIGN, align_up, frame::RecordKind};
+use crate::io::window::{SegmentFrames, SliceWindow, Window, first_nonzero, ready};
 
 /// The bytes of one segment file, as read from disk.
 pub struct SegmentBytes<'a> {
@@ -80,7 +83,7 @@ pub struct TornTail {
     /// Its offset.
     pub offset: u64,
     /// Why the frame there was not valid.
-    pub detail: String,
+    pub cause: CorruptionCause,
     /// Bytes discarded (in this segment and the dropped ones).
     pub bytes: u64,
 }
@@ -115,7 +118,7 @@ pub struct Corrupt {
     /// The offset of the damaged frame or header.
     pub offset: u64,
     /// What failed.
-    pub detail: String,
+    pub cause: CorruptionCause,
 }
 
 /// Identity a segment header must match.
@@ -129,26 +132,42 @@ pub struct Expect {
     pub max_payload: usize,
 }
 
-fn check_header(head: &[u8], index: u64, exp: &Expect) -> Result<SegmentHeader, HeaderError> {
-    let h = SegmentHeader::decode(head)?;
-    if h.log_id != exp.log_id {
-        return Err(HeaderError::Invalid(
-            "segment belongs to another log".into(),
-        ));
+/// Decode the header block `head` of segment `index` and check that it is
+/// one of ours: the log and shard of `exp`, the index of its file name.
+fn check_header(head: &[u8], index: u64, exp: &Expect) -> Result<SegmentHeader, CorruptionCause> {
+    let h = SegmentHeader::decode(head).map_err(|e| match e {
+        HeaderError::Blank => CorruptionCause::BlankSegmentHeader,
+        HeaderError::Invalid(fault) => CorruptionCause::SegmentHeader(fault),
+    })?;
+    check_identity(&h, index, exp.log_id, exp.shard)?;
+    Ok(h)
+}
+
+/// Whether a valid header `h`, read from the file of segment `index`,
+/// belongs to shard `shard` of log `log_id` at that index. The scanner and
+/// the reader both ask it.
+pub(crate) fn check_identity(
+    h: &SegmentHeader,
+    index: u64,
+    log_id: [u8; 16],
+    shard: u32,
+) -> Result<(), CorruptionCause> {
+    if h.log_id != log_id {
+        return Err(CorruptionCause::ForeignLog);
     }
-    if h.shard != exp.shard {
-        return Err(HeaderError::Invalid(format!(
-            "segment belongs to shard {}, not {}",
-            h.shard, exp.shard
-        )));
+    if h.shard != shard {
+        return Err(CorruptionCause::WrongShard {
+            found: h.shard,
+            expected: shard,
+        });
     }
     if h.index != index {
-        return Err(HeaderError::Invalid(format!(
-            "header index {} does not match file name index {}",
-            h.index, index
-        )));
+        return Err(CorruptionCause::IndexMismatch {
+            header: h.index,
+            file: index,
+        });
     }
-    Ok(h)
+    Ok(())
 }
 
 /// The header block of a segment, from the first bytes the window holds:
@@ -163,7 +182,7 @@ async fn head_of<W: Window>(win: &mut W) -> Result<&[u8], W::Error> {
 pub struct Stop {
     path: PathBuf,
     offset: usize,
-    detail: String,
+    cause: CorruptionCause,
     expected: Option<u64>,
     here_nonzero: bool,
     cut_bytes: u64,
@@ -171,19 +190,19 @@ pub struct Stop {
     later_valid_header: bool,
     later_nonzero: bool,
     /// The first segment at or after the stop whose header is damaged.
-    damaged_header: Option<(PathBuf, String)>,
+    damaged_header: Option<(PathBuf, HeaderFault)>,
     dropped: Vec<PathBuf>,
 }
 
 /// Why the header `head` (a segment's first block) is damaged (see the
 /// module docs), if it is.
-fn damaged_header(head: &[u8]) -> Option<String> {
+fn damaged_header(head: &[u8]) -> Option<HeaderFault> {
     if head.len() < HEADER_USED {
         // A file cut short: treated like any other cut.
         return None;
     }
     match SegmentHeader::decode(head) {
-        Err(HeaderError::Invalid(d)) => Some(d),
+        Err(HeaderError::Invalid(fault)) => Some(fault),
         Ok(_) | Err(HeaderError::Blank) => None,
     }
 }
@@ -250,40 +269,30 @@ impl Scanner {
         let head = head_of(win).await?;
         let damaged = damaged_header(head);
         let header = check_header(head, index, &exp);
-        let (p, detail, vouch, last_nonzero) = match header {
-            Err(HeaderError::Blank) => (
-                0,
-                "blank segment header".to_string(),
-                0,
-                win.finish().await?,
-            ),
-            Err(HeaderError::Invalid(d)) => (0, d, 0, win.finish().await?),
+        let (p, cause, vouch, last_nonzero) = match header {
+            Err(cause) => (0, cause, 0, win.finish().await?),
             Ok(h) if self.expected.is_some_and(|e| e != h.first_seq) => {
-                let detail = format!(
-                    "segment starts at seq {} but seq {} was expected",
-                    h.first_seq,
-                    self.expected.unwrap_or(0)
-                );
+                let cause = CorruptionCause::SegmentStartsElsewhere {
+                    expected: self.expected.unwrap_or(0),
+                    found: h.first_seq,
+                };
                 let (vouch, _) = vouch_scan(win, 0, &h, &exp).await?;
-                (0, detail, vouch, win.finish().await?)
+                (0, cause, vouch, win.finish().await?)
             }
             Ok(h) => {
-                let seed = h.seed();
-                let lim = h.segment_size;
+                let frames = SegmentFrames::new(&h, exp.max_payload);
                 let mut e = h.first_seq;
                 let mut pos = RECORDS_START as u64;
                 let mut records = 0;
                 let mut epoch = self.out.next_epoch.unwrap_or(0).max(h.first_epoch);
                 let why = loop {
-                    let need =
-                        frame_need(view(win, pos, FRAME_HEADER, lim).await?, exp.max_payload);
-                    let v = view(win, pos, need, lim).await?;
-                    match decode_at(v, 0, seed, exp.max_payload) {
+                    match frames.decode(win, pos).await? {
                         Decoded::Frame(f) if f.meta.seq == e && f.meta.epoch < epoch => {
-                            break Some(format!(
-                                "epoch went backwards: seq {e} has epoch {} after epoch {epoch}",
-                                f.meta.epoch
-                            ));
+                            break Some(CorruptionCause::EpochBackwards {
+                                seq: e,
+                                epoch: f.meta.epoch,
+                                floor: epoch,
+                            });
                         }
                         Decoded::Frame(f) if f.meta.seq == e => {
                             on_frame(&f, index, pos as usize);
@@ -298,13 +307,13 @@ impl Scanner {
                             };
                         }
                         Decoded::Frame(f) => {
-                            break Some(format!(
-                                "sequence gap: expected seq {e}, found seq {}",
-                                f.meta.seq
-                            ));
+                            break Some(CorruptionCause::SeqGap {
+                                expected: e,
+                                found: f.meta.seq,
+                            });
                         }
                         Decoded::End => break None,
-                        Decoded::Invalid(d) => break Some(d),
+                        Decoded::Invalid(fault) => break Some(fault.into()),
                     }
                 };
                 // Every aligned offset after the stop, for vouching; this
@@ -334,7 +343,7 @@ impl Scanner {
                     // vouching walk from `pos + 8` saw every byte after them.)
                     None if nonzero_after => (
                         p,
-                        "zeroed frame header followed by data".to_string(),
+                        CorruptionCause::ZeroedHeaderBeforeData,
                         vouch,
                         last_nonzero,
                     ),
@@ -345,19 +354,16 @@ impl Scanner {
                         // problem with the next segment (blank, damaged or
                         // foreign header) is its own, reported at its offset 0
                         // when it is fed.
-                        let next_disagrees = next_header.is_some_and(|nh| {
-                            SegmentHeader::decode(nh).is_ok_and(|nh| {
-                                nh.log_id == exp.log_id
-                                    && nh.shard == exp.shard
-                                    && nh.first_seq != e
-                            })
-                        });
-                        if !next_disagrees {
+                        let next_first = next_header
+                            .and_then(|nh| SegmentHeader::decode(nh).ok())
+                            .filter(|nh| nh.log_id == exp.log_id && nh.shard == exp.shard)
+                            .map(|nh| nh.first_seq);
+                        let Some(found) = next_first.filter(|&f| f != e) else {
                             return Ok(None);
-                        }
+                        };
                         (
                             p,
-                            "the next segment does not continue this one".to_string(),
+                            CorruptionCause::SegmentDoesNotContinue { expected: e, found },
                             vouch,
                             last_nonzero,
                         )
@@ -370,7 +376,7 @@ impl Scanner {
         let mut stop = Stop {
             path: path.to_path_buf(),
             offset: p,
-            detail,
+            cause,
             expected: self.expected,
             here_nonzero: last_nonzero > p as u64,
             cut_bytes: data_end.saturating_sub(p as u64),
@@ -406,7 +412,7 @@ impl Scanner {
                 self.out.repaired = Some(TornTail {
                     path: c.path,
                     offset: c.offset,
-                    detail: c.detail,
+                    cause: c.cause,
                     bytes: stop.cut_bytes,
                 });
                 self.out.dropped = stop.dropped;
@@ -430,13 +436,16 @@ impl Scanner {
             return Some(Corrupt {
                 path: stop.path.clone(),
                 offset: stop.offset as u64,
-                detail: format!("{} (later records show seq {e} was durable)", stop.detail),
+                cause: CorruptionCause::Vouched {
+                    expected_seq: e,
+                    inner: Box::new(stop.cause.clone()),
+                },
             });
         }
-        stop.damaged_header.as_ref().map(|(path, d)| Corrupt {
+        stop.damaged_header.as_ref().map(|(path, fault)| Corrupt {
             path: path.clone(),
             offset: 0,
-            detail: format!("damaged segment header: {d} (a crash leaves a header blank or whole)"),
+            cause: CorruptionCause::DamagedSegmentHeader(*fault),
         })
     }
 
@@ -447,7 +456,7 @@ impl Scanner {
             self.out.torn = Some(TornTail {
                 path: stop.path,
                 offset: stop.offset as u64,
-                detail: stop.detail,
+                cause: stop.cause,
                 bytes: stop.cut_bytes,
             });
         }
@@ -512,14 +521,14 @@ async fn vouch_scan<W: Window>(
     h: &SegmentHeader,
     exp: &Expect,
 ) -> Result<(u64, bool), W::Error> {
-    let seed = h.seed();
+    let frames = SegmentFrames::new(h, exp.max_payload);
     let lim = h.segment_size;
     let mut best = 0;
     let mut nonzero = false;
     let mut pos = (stop + FRAME_ALIGN as u64).max(RECORDS_START as u64);
     let skip = |k: usize| (((k - FRAME_HEADER) / FRAME_ALIGN + 1) * FRAME_ALIGN) as u64;
     while pos < lim {
-        let v = view(win, pos, FRAME_HEADER, lim).await?;
+        let v = frames.head(win, pos).await?;
         match first_nonzero(v) {
             // Zeros to the end of the segment's records or of the file.
             None if v.len() < FRAME_HEADER => break,
@@ -531,9 +540,7 @@ async fn vouch_scan<W: Window>(
             }
             Some(_) => {
                 nonzero = true;
-                let need = frame_need(v, exp.max_payload);
-                let v = view(win, pos, need, lim).await?;
-                match decode_at(v, 0, seed, exp.max_payload) {
+                match frames.decode(win, pos).await? {
                     Decoded::Frame(f) => {
                         best = best.max(f.meta.durable_next);
                         pos += f.len as u64;

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::chunks::ChunkStream;
 use super::scan::{Expect, ScanOutcome, ScannedSegment, Scanner, TornTail};
 use super::summary::ScanSummary;
 use crate::error::{Error, Result};
@@ -24,6 +23,7 @@ use crate::format::frame::Frame;
 use crate::format::segment_header::{RECORDS_START, SegmentHeader};
 use crate::format::{BLOCK, align_down};
 use crate::ids::{Epoch, Seq, ShardId};
+use crate::io::read_ahead::ChunkStream;
 use crate::io::{IoBuf, Storage, StorageFile};
 use crate::segment::segments_in;
 
@@ -253,12 +253,14 @@ pub async fn scan<S: Storage>(
                         shard,
                         segment: c.path,
                         offset: c.offset,
-                        detail: c.detail,
+                        cause: c.cause,
                     })?;
             outcome = Some(decided);
             break;
         }
     }
+    // A commit record that passed its CRC but does not decode is corruption.
+    summary.check(shard, dir)?;
     Ok(Scanned {
         shard,
         dir: dir.to_path_buf(),

@@ -1,9 +1,21 @@
 //! What the runtime needs to know of each shard's log to compute the
 //! consistent cut: where every barrier ends, the first record, and the
 //! commit records of the epochs since the checkpoint.
+//!
+//! A commit record whose frame passes its CRC but whose payload does not
+//! decode is not dropped: the summary keeps the first one
+//! ([`ScanSummary::bad_commit`]) and [`ScanSummary::check`] turns it into
+//! `Error::Corruption`, which the caller returns before using the summary
+//! (with or without repair: the cut would otherwise rewind sources to an
+//! older commit without a word).
+
+use std::path::Path;
 
 use crate::checkpoint::payloads::{self, CommitRecord};
+use crate::error::{CorruptionCause, Error, Result};
 use crate::format::frame::{Frame, RecordKind};
+use crate::ids::ShardId;
+use crate::segment::segment_name;
 
 use super::shard::CutPoint;
 
@@ -20,6 +32,20 @@ pub struct ScanSummary {
     pub from_seq: u64,
     /// Barriers seen at or after the replay position.
     pub barriers_since_from: u64,
+    /// The first commit record whose frame is valid but whose payload does
+    /// not decode.
+    pub bad_commit: Option<BadCommit>,
+}
+
+/// A commit record that passed its CRC and failed to decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadCommit {
+    /// Index of its segment.
+    pub segment: u64,
+    /// Its byte offset in that segment.
+    pub offset: u64,
+    /// What the decoder said.
+    pub cause: CorruptionCause,
 }
 
 impl ScanSummary {
@@ -56,14 +82,40 @@ impl ScanSummary {
                 ))
             }
             RecordKind::Commit => {
-                if let Ok(c) = payloads::decode::<CommitRecord>(f.payload, "commit") {
-                    match self.commits.last_mut() {
+                match payloads::decode::<CommitRecord>(f.payload, "commit") {
+                    Ok(c) => match self.commits.last_mut() {
                         Some(last) if last.epoch == c.epoch => *last = c,
                         _ => self.commits.push(c),
+                    },
+                    Err(error) if self.bad_commit.is_none() => {
+                        self.bad_commit = Some(BadCommit {
+                            segment,
+                            offset: offset as u64,
+                            cause: CorruptionCause::InvalidPayload {
+                                seq: f.meta.seq,
+                                error,
+                            },
+                        });
                     }
+                    // Only the first one is reported.
+                    Err(_) => {}
                 }
             }
             _ => {}
+        }
+    }
+
+    /// `Error::Corruption` for the shard whose directory is `dir` if the
+    /// scan saw a commit record it could not decode.
+    pub fn check(&self, shard: ShardId, dir: &Path) -> Result<()> {
+        match &self.bad_commit {
+            None => Ok(()),
+            Some(b) => Err(Error::Corruption {
+                shard,
+                segment: dir.join(segment_name(b.segment)),
+                offset: b.offset,
+                cause: b.cause.clone(),
+            }),
         }
     }
 
@@ -89,5 +141,51 @@ impl ScanSummary {
     /// The commit record that holds for `sealed`.
     pub fn commit_for(&self, sealed: u64) -> Option<&CommitRecord> {
         self.commits.iter().rev().find(|c| c.epoch <= sealed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::frame::{FrameMeta, frame_len};
+
+    fn frame(seq: u64, kind: RecordKind, payload: &[u8]) -> Frame<'_> {
+        Frame {
+            meta: FrameMeta {
+                seq,
+                epoch: 3,
+                durable_next: 0,
+                kind,
+            },
+            payload,
+            len: frame_len(payload.len()),
+        }
+    }
+
+    #[test]
+    fn a_commit_that_does_not_decode_is_reported_as_corruption() {
+        let good = payloads::encode(&CommitRecord {
+            epoch: 3,
+            ..CommitRecord::default()
+        })
+        .unwrap();
+        let mut s = ScanSummary::new(0);
+        s.observe(&frame(7, RecordKind::Commit, &good), 2, 4096);
+        assert!(s.check(ShardId(1), Path::new("d")).is_ok());
+        s.observe(&frame(8, RecordKind::Commit, &[0xff; 24]), 2, 4200);
+        s.observe(&frame(9, RecordKind::Commit, &[0xee; 24]), 2, 4300);
+        assert_eq!(s.commits.len(), 1, "the valid commit still counts");
+        match s.check(ShardId(1), Path::new("d")) {
+            Err(Error::Corruption {
+                shard,
+                segment,
+                offset,
+                cause: CorruptionCause::InvalidPayload { seq, .. },
+            }) => {
+                assert_eq!((shard, offset, seq), (ShardId(1), 4200, 8), "the first one");
+                assert_eq!(segment, Path::new("d").join(segment_name(2)));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

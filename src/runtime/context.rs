@@ -186,7 +186,7 @@ impl<S: Storage> ShardContext<S> {
         };
         let lsn = self
             .log
-            .append_kind(RecordKind::Commit, &payloads::encode(&rec))
+            .append_kind(RecordKind::Commit, &payloads::encode(&rec)?)
             .await?;
         *self.last_commit.borrow_mut() = Some(rec);
         Ok(lsn)
@@ -264,7 +264,7 @@ impl<S: Storage> ShardContext<S> {
                 snapshot: sref.clone(),
             };
             let lsn = log
-                .append_kind(RecordKind::Checkpoint, &payloads::encode(&m))
+                .append_kind(RecordKind::Checkpoint, &payloads::encode(&m)?)
                 .await?;
             marker = Some((c, lsn.seq.0, sref));
         }

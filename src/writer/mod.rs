@@ -33,10 +33,10 @@ use crate::format::BLOCK;
 use crate::format::frame::RecordKind;
 use crate::format::segment_header::{RECORDS_START, SegmentHeader};
 use crate::ids::{Epoch, Lsn, Seq, ShardId};
-use crate::io::sim::SplitMix;
 use crate::io::{IoBuf, Storage};
 use crate::recovery::shard::{self, ScanOptions, ShardCut};
 use crate::recovery::{Expect, ShardRecovery};
+use crate::rng::SplitMix;
 
 pub(crate) struct Inner<S: Storage> {
     storage: S,

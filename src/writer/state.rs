@@ -14,12 +14,14 @@ use std::path::Path;
 use std::rc::Rc;
 
 use crate::error::{Error, Result};
-use crate::format::frame::{FrameMeta, RecordKind, encode_header, frame_len};
+use crate::format::frame::{
+    FRAME_HEADER, FrameMeta, RecordKind, encode_header, encode_into, frame_len,
+};
 use crate::format::seed::SegmentSeed;
 use crate::format::segment_header::{RECORDS_START, SegmentHeader};
 use crate::format::{BLOCK, align_down, align_up};
-use crate::io::sim::SplitMix;
 use crate::io::{IoBuf, Storage};
+use crate::rng::SplitMix;
 
 /// The segment currently being written.
 pub(crate) struct Segment<S: Storage> {
@@ -162,37 +164,30 @@ impl<S: Storage> State<S> {
             return Err(Error::Backpressure);
         }
         let seq = self.next_seq;
-        if self.buf_len + flen < p.buffer_size {
-            // Fast path: the frame fits in the current buffer without filling
-            // it. Build it in place and checksum it with one CRC call.
-            let start = self.buf_len;
-            let buf = self.buf.as_mut().expect("current buffer");
-            let f = &mut buf.as_mut_slice()[start..start + flen];
-            let n = payload.len();
-            f[4..8].copy_from_slice(&(n as u32).to_le_bytes());
-            f[8..16].copy_from_slice(&seq.to_le_bytes());
-            f[16..24].copy_from_slice(&self.epoch.to_le_bytes());
-            f[24..32].copy_from_slice(&self.durable_next.to_le_bytes());
-            f[32] = kind as u8;
-            f[33..40].fill(0);
-            f[40..40 + n].copy_from_slice(payload);
-            f[40 + n..].fill(0);
-            let crc = crc32c::crc32c_append(self.seg.seed.0, &f[4..40 + n]);
-            f[0..4].copy_from_slice(&crc.to_le_bytes());
-            self.buf_len += flen;
-            self.next_seq = seq + 1;
-            self.stats.records += 1;
-            self.stats.bytes += flen as u64;
-            return Ok(seq);
-        }
         let meta = FrameMeta {
             seq,
             epoch: self.epoch,
             durable_next: self.durable_next,
             kind,
         };
+        if self.buf_len + flen < p.buffer_size {
+            // Fast path: the frame fits in the current buffer without filling
+            // it. Built in place, checksummed with one CRC call.
+            let (start, buf) = (self.buf_len, self.buf.as_mut().expect("current buffer"));
+            encode_into(
+                &mut buf.as_mut_slice()[start..start + flen],
+                self.seg.seed,
+                &meta,
+                payload,
+            );
+            self.buf_len += flen;
+            self.next_seq = seq + 1;
+            self.stats.records += 1;
+            self.stats.bytes += flen as u64;
+            return Ok(seq);
+        }
         let header = encode_header(self.seg.seed, &meta, payload);
-        let pad = flen - crate::format::frame::FRAME_HEADER - payload.len();
+        let pad = flen - FRAME_HEADER - payload.len();
         let mut done = 0;
         for piece in [&header[..], payload, &PAD[..pad]] {
             let mut rest = piece;

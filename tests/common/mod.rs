@@ -13,7 +13,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use shardwal::format::MAX_RECORD_HARD;
 use shardwal::format::frame::{Decoded, FRAME_HEADER, decode_at};
 use shardwal::format::segment_header::{RECORDS_START, SegmentHeader};
-use shardwal::io::sim::SplitMix;
+use shardwal::rng::SplitMix;
 use shardwal::segment::{parse_segment_name, shard_dir};
 use shardwal::{RecordKind, Seq, ShardId, ShardReader, Storage};
 

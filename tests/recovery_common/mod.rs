@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use glommio::{LocalExecutorBuilder, Placement};
 use shardwal::io::AlignedBuf;
-use shardwal::io::sim::SplitMix;
+use shardwal::rng::SplitMix;
 use shardwal::{
     FsyncPolicy, RecordKind, RuntimeConfig, Seq, ShardConfig, ShardId, ShardReader, SimStorage,
     StdStorage, Storage, StorageFile,

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use shardwal::checkpoint::manifest;
+use shardwal::checkpoint::manifest::{self, ManifestError};
 use shardwal::format::segment_header::SegmentHeader;
-use shardwal::io::sim::SplitMix;
+use shardwal::rng::SplitMix;
 use shardwal::segment::{parse_segment_name, shard_dir};
 use shardwal::{
     FsyncPolicy, Manifest, RecordKind, RuntimeConfig, Seq, ShardConfig, ShardId, ShardReader,
@@ -143,12 +143,12 @@ pub fn log_id(dir: &Path) -> [u8; 16] {
 }
 
 /// Read and validate manifest `id`.
-pub fn read_manifest(dir: &Path, id: u64) -> Result<Manifest, String> {
+pub fn read_manifest(dir: &Path, id: u64) -> Result<Manifest, ManifestError> {
     futures_lite::future::block_on(manifest::read(&StdStorage, dir, id))
 }
 
 /// The newest valid manifest and the newer ones skipped.
-pub fn load_newest(dir: &Path) -> (Option<Manifest>, Vec<(u64, String)>) {
+pub fn load_newest(dir: &Path) -> (Option<Manifest>, Vec<(u64, ManifestError)>) {
     let id = log_id(dir);
     futures_lite::future::block_on(manifest::load_newest(&StdStorage, dir, id))
         .expect("load manifests")

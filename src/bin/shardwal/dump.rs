@@ -236,7 +236,7 @@ pub fn run(dir: &Path, o: &Options) -> CmdResult {
                     "shardwal: corruption in shard {s}, segment {}, offset {}: {}",
                     c.path.display(),
                     c.offset,
-                    c.detail
+                    c.cause
                 );
                 code = EXIT_CORRUPT;
             }
@@ -247,7 +247,7 @@ pub fn run(dir: &Path, o: &Options) -> CmdResult {
                         t.path.display(),
                         t.offset,
                         t.bytes,
-                        t.detail
+                        t.cause
                     );
                 }
             }

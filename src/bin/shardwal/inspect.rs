@@ -72,14 +72,14 @@ pub fn shard_status(scan: &ShardScan) -> String {
                 t.path.display(),
                 t.offset,
                 units::bytes(t.bytes),
-                t.detail
+                t.cause
             )
         }
         Verdict::Corrupt(c) => format!(
             "CORRUPT at {} offset {}: {}",
             c.path.display(),
             c.offset,
-            c.detail
+            c.cause
         ),
         Verdict::Stopped => "not fully scanned".into(),
     }
@@ -323,7 +323,7 @@ impl ShardJson {
                     header: match h {
                         Ok(_) => None,
                         Err(HeaderError::Blank) => Some("blank".into()),
-                        Err(HeaderError::Invalid(d)) => Some(d.clone()),
+                        Err(HeaderError::Invalid(d)) => Some(d.to_string()),
                     },
                     records: st.records,
                     bytes: st.bytes,
@@ -341,7 +341,7 @@ impl ShardJson {
                     file: json::path(&t.path),
                     offset: t.offset,
                     bytes: Some(t.bytes),
-                    detail: t.detail.clone(),
+                    detail: t.cause.to_string(),
                 }),
             ),
             Verdict::Corrupt(c) => (
@@ -350,7 +350,7 @@ impl ShardJson {
                     file: json::path(&c.path),
                     offset: c.offset,
                     bytes: None,
-                    detail: c.detail.clone(),
+                    detail: c.cause.to_string(),
                 }),
             ),
             Verdict::Stopped => ("partial", None),

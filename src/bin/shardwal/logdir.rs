@@ -372,7 +372,7 @@ impl LogDir {
             Err(Error::Corruption {
                 segment,
                 offset,
-                detail,
+                cause,
                 ..
             }) => {
                 // Every file up to the damaged one was read.
@@ -384,7 +384,7 @@ impl LogDir {
                 let c = Corrupt {
                     path: segment,
                     offset,
-                    detail,
+                    cause,
                 };
                 (Verdict::Corrupt(c), 0, None)
             }

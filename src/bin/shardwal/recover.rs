@@ -100,7 +100,7 @@ pub fn plan(log: &LogDir, progress: bool) -> Result<Report, Fail> {
                         "corruption in shard {s}, segment {}, offset {}: {} (recovery refuses to open this log)",
                         c.path.display(),
                         c.offset,
-                        c.detail
+                        c.cause
                     ),
                 ));
             }
@@ -234,7 +234,7 @@ impl From<&ShardRow> for ShardJson {
                 file: json::path(&t.path),
                 offset: t.offset,
                 bytes: t.bytes,
-                detail: t.detail.clone(),
+                detail: t.cause.to_string(),
             }),
             unsealed_records_cut: s.cut_records,
             removed_segments: s.removed_segments,
@@ -343,7 +343,7 @@ fn print_report(
                 t.offset,
                 t.bytes,
                 if dry_run { " would be cut" } else { " cut" },
-                t.detail
+                t.cause
             );
         }
     }
@@ -440,7 +440,7 @@ pub fn run(dir: &Path, dry_run: bool, repair: bool, json: bool) -> CmdResult {
             r.bytes,
             r.path.display(),
             r.offset,
-            r.detail
+            r.cause
         );
         if json {
             eprintln!("{line}");

@@ -5,8 +5,10 @@
 //! (for the checkpoint in use) the replay position.
 
 use futures_lite::future::block_on;
+use shardwal::Error;
 use shardwal::checkpoint::snapshot;
 use shardwal::checkpoint::{Manifest, ShardCheckpoint};
+use shardwal::recovery::plan::{self, Manifests};
 
 use super::report::{Finding, Kind, ManifestJson, Report, SnapshotJson};
 use super::segments::ShardEnd;
@@ -39,7 +41,7 @@ pub fn check(log: &LogDir, ends: &[ShardEnd], report: &mut Report) -> Result<(),
                 for sc in &man.shards {
                     check_snapshot(log, man, sc, newest, in_use, report);
                     if newest {
-                        check_replay_position(log, man, sc, ends, report);
+                        check_replay_position(log, &set, man, sc, ends, report);
                     }
                 }
             }
@@ -126,41 +128,45 @@ fn check_snapshot(
 }
 
 /// The checkpoint in use must replay shard `sc` from a seq its log holds:
-/// not before the log's first seq, not past its end.
+/// not before the log's first seq, not past its end (the recovery rule,
+/// [`plan::check_checkpoint`]).
 fn check_replay_position(
     log: &LogDir,
+    set: &Manifests,
     man: &Manifest,
     sc: &ShardCheckpoint,
     ends: &[ShardEnd],
     report: &mut Report,
 ) {
     let file = log.shard_dir(sc.shard).display().to_string();
-    let finding = |detail| Finding {
-        kind: Kind::ReplayPosition,
-        shard: Some(sc.shard),
-        file: file.clone(),
-        offset: None,
-        detail,
-    };
     let Some(end) = ends.iter().find(|e| e.shard == sc.shard) else {
-        report.errors.push(finding(format!(
-            "checkpoint {} has shard {} but the log has no directory for it",
-            man.checkpoint, sc.shard
-        )));
+        report.errors.push(Finding {
+            kind: Kind::ReplayPosition,
+            shard: Some(sc.shard),
+            file,
+            offset: None,
+            detail: format!(
+                "checkpoint {} has shard {} but the log has no directory for it",
+                man.checkpoint, sc.shard
+            ),
+        });
         return;
     };
     // A corrupt log was reported by the segment check.
-    let Some(o) = &end.outcome else { return };
-    if let Some(first) = end.first_seq.filter(|f| *f > sc.replay_from) {
-        report.errors.push(finding(format!(
-            "checkpoint {} replays from seq {} but the log starts at seq {first}",
-            man.checkpoint, sc.replay_from
-        )));
-    } else if o.next_seq < sc.replay_from {
-        report.errors.push(finding(format!(
-            "checkpoint {} replays from seq {} but the log ends at seq {}: \
-             durable records are missing",
-            man.checkpoint, sc.replay_from, o.next_seq
-        )));
+    let Some(scanned) = &end.scanned else { return };
+    if let Err(Error::Corruption {
+        segment,
+        offset,
+        cause,
+        ..
+    }) = plan::check_checkpoint(set, scanned)
+    {
+        report.errors.push(Finding {
+            kind: Kind::ReplayPosition,
+            shard: Some(sc.shard),
+            file: segment.display().to_string(),
+            offset: Some(offset),
+            detail: cause.to_string(),
+        });
     }
 }

@@ -5,7 +5,7 @@
 use shardwal::RecordKind;
 use shardwal::checkpoint::payloads::{self, CheckpointMarker, CommitRecord};
 use shardwal::format::frame::Frame;
-use shardwal::recovery::ScanOutcome;
+use shardwal::recovery::Scanned;
 
 use super::report::{Finding, Kind, Report, ShardJson};
 use crate::Fail;
@@ -17,11 +17,8 @@ use crate::output::units;
 pub struct ShardEnd {
     /// The shard.
     pub shard: u32,
-    /// The scan's outcome, unless the log is corrupt.
-    pub outcome: Option<ScanOutcome>,
-    /// The first seq of its first segment whose header belongs to this log
-    /// and shard.
-    pub first_seq: Option<u64>,
+    /// The library's scan, unless the log is corrupt.
+    pub scanned: Option<Scanned>,
 }
 
 /// A commit record or checkpoint marker whose payload does not decode.
@@ -55,13 +52,7 @@ pub fn check(log: &LogDir, report: &mut Report, progress: bool) -> Result<Vec<Sh
         report_shard(s, &scan, status, report);
         ends.push(ShardEnd {
             shard: s,
-            outcome: scan.outcome().cloned(),
-            first_seq: scan
-                .headers
-                .iter()
-                .find_map(|h| h.as_ref().ok())
-                .filter(|h| h.log_id == log.log_id && h.shard == s)
-                .map(|h| h.first_seq),
+            scanned: scan.scanned,
         });
     }
     Ok(ends)
@@ -108,7 +99,7 @@ fn report_end(s: u32, scan: &ShardScan, report: &mut Report) -> &'static str {
                 shard: Some(s),
                 file: c.path.display().to_string(),
                 offset: Some(c.offset),
-                detail: c.detail.clone(),
+                detail: c.cause.to_string(),
             });
             "corrupt"
         }
@@ -121,7 +112,7 @@ fn report_end(s: u32, scan: &ShardScan, report: &mut Report) -> &'static str {
                 offset: Some(t.offset),
                 detail: format!(
                     "{}; {} bytes were never reported durable, `shardwal recover` cuts them",
-                    t.detail, t.bytes
+                    t.cause, t.bytes
                 ),
             });
             "torn_tail"

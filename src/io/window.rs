@@ -1,21 +1,28 @@
-//! A forward-only view of one file's bytes, in windows, and the helpers the
-//! scanner and the reader use to walk frames through it.
+//! A forward-only view of one file's bytes, in windows, and the one walk of
+//! frames through it.
 //!
-//! The scanner ([`super::scan`]) and [`crate::reader::ShardReader`] never see
-//! a whole segment: they ask a [`Window`] for the bytes from an offset on,
-//! with at least as many bytes as the frame there needs, and the window
-//! refills itself (in production: [`super::chunks::ChunkStream`], chunked and
-//! read ahead). A frame that straddles two reads is handed over whole,
-//! because the window keeps the bytes from the requested offset when it
-//! refills. [`SliceWindow`] serves a segment already in memory, so the table
-//! of recovery cases can still be tested on byte slices.
+//! The recovery scanner (`recovery::scan`) and the reader
+//! (`reader::ShardReader`) never see a whole segment: they ask a [`Window`]
+//! for the bytes from an offset on, with at least as many bytes as the frame
+//! there needs, and the window refills itself (in production:
+//! `read_ahead::ChunkStream`, chunked and read ahead).
+//! A frame that straddles two reads is handed over whole, because the window
+//! keeps the bytes from the requested offset when it refills.
+//! [`SliceWindow`] serves a segment already in memory, so the table of
+//! recovery cases can still be tested on byte slices.
 //!
-//! Nothing here does I/O.
+//! [`SegmentFrames`] is the mechanics both callers share: given a window, a
+//! position, the segment's limit, seed and payload bound, it decodes the
+//! frame there. What a bad frame or the end marker means is each caller's
+//! policy, not this module's.
+//!
+//! Nothing here does I/O; it imports only `format`.
 
 use std::convert::Infallible;
 
-use crate::format::frame::{FRAME_HEADER, RecordKind, frame_len};
-use crate::format::u32_at;
+use crate::format::frame::{Decoded, FRAME_HEADER, decode_at, frame_need};
+use crate::format::seed::SegmentSeed;
+use crate::format::segment_header::SegmentHeader;
 
 /// Forward-only access to the bytes of one file.
 #[allow(async_fn_in_trait)] // thread-per-core: futures are deliberately !Send
@@ -67,54 +74,88 @@ pub(crate) fn ready<T>(f: impl std::future::Future<Output = Result<T, Infallible
     }
 }
 
-/// The bytes at `pos` for a look at the frame there: at least `need` bytes,
-/// cut at `lim` (the end of the segment's records), fewer only where `lim`
-/// or the file ends first. Decoding a frame at offset 0 of this view gives
-/// the same answer as decoding it at `pos` in the whole segment cut at `lim`,
-/// provided `need` is at least [`frame_need`] of the view.
-pub async fn view<W: Window>(
-    win: &mut W,
-    pos: u64,
-    need: usize,
-    lim: u64,
-) -> Result<&[u8], W::Error> {
+/// The bytes at `pos`: at least `need` bytes, cut at `lim` (the end of the
+/// segment's records), fewer only where `lim` or the file ends first.
+/// Decoding a frame at offset 0 of this view gives the same answer as
+/// decoding it at `pos` in the whole segment cut at `lim`, provided `need`
+/// is at least [`frame_need`] of the view.
+async fn view<W: Window>(win: &mut W, pos: u64, need: usize, lim: u64) -> Result<&[u8], W::Error> {
     let room = usize::try_from(lim.saturating_sub(pos)).unwrap_or(usize::MAX);
     let v = win.at(pos, need.min(room)).await?;
     Ok(&v[..v.len().min(room)])
 }
 
-/// How many bytes from the start of `v` `decode_at(v, 0, ..)` looks at:
-/// the header, plus payload and padding when the header passes the checks
-/// made before the CRC (so that garbage never asks for a large window).
-pub fn frame_need(v: &[u8], max_payload: usize) -> usize {
-    let Some(h) = v.get(..FRAME_HEADER) else {
-        return FRAME_HEADER;
-    };
-    let len = u32_at(h, 4) as usize;
-    if len > max_payload
-        || RecordKind::from_u8(h[32]).is_none()
-        || h[33..40].iter().any(|&b| b != 0)
-    {
-        return FRAME_HEADER;
+/// The frames of one segment, read through a [`Window`]: what the recovery
+/// scan and the reader both walk. It knows the segment's seed, where its
+/// records end (the segment size from its header) and the payload bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentFrames {
+    seed: SegmentSeed,
+    limit: u64,
+    max_payload: usize,
+}
+
+impl SegmentFrames {
+    /// The frames of the segment whose header is `h`, with payloads of at
+    /// most `max_payload` bytes.
+    pub fn new(h: &SegmentHeader, max_payload: usize) -> SegmentFrames {
+        SegmentFrames {
+            seed: h.seed(),
+            limit: h.segment_size,
+            max_payload,
+        }
     }
-    frame_len(len)
+
+    /// The bytes from `pos` on, at least a frame header's worth where the
+    /// segment and the file have them, cut at the end of the segment's
+    /// records (for zero searches between frames).
+    pub async fn head<'w, W: Window>(
+        &self,
+        win: &'w mut W,
+        pos: u64,
+    ) -> Result<&'w [u8], W::Error> {
+        view(win, pos, FRAME_HEADER, self.limit).await
+    }
+
+    /// Decode the frame at `pos`: the header first, then as many bytes as
+    /// that header says the frame needs (never more than a header's worth
+    /// for a header that fails its checks), then [`decode_at`].
+    pub async fn decode<'w, W: Window>(
+        &self,
+        win: &'w mut W,
+        pos: u64,
+    ) -> Result<Decoded<'w>, W::Error> {
+        let need = frame_need(
+            view(win, pos, FRAME_HEADER, self.limit).await?,
+            self.max_payload,
+        );
+        let v = view(win, pos, need, self.limit).await?;
+        Ok(decode_at(v, 0, self.seed, self.max_payload))
+    }
 }
 
 /// Bytes per word in the zero checks.
 const WORD: usize = 8;
+
+/// Whether a 64-byte chunk holds a non-zero byte, a word at a time.
+#[inline]
+fn any_nonzero(c: &[u8]) -> bool {
+    c.chunks_exact(WORD)
+        .map(|w| {
+            let mut a = [0u8; WORD];
+            a.copy_from_slice(w);
+            u64::from_ne_bytes(a)
+        })
+        .fold(0, |acc, w| acc | w)
+        != 0
+}
 
 /// Offset of the first non-zero byte of `b`.
 pub fn first_nonzero(b: &[u8]) -> Option<usize> {
     let mut words = b.chunks_exact(64);
     let mut at = 0;
     for c in &mut words {
-        let mut acc = 0u64;
-        for w in c.chunks_exact(WORD) {
-            let mut a = [0u8; WORD];
-            a.copy_from_slice(w);
-            acc |= u64::from_ne_bytes(a);
-        }
-        if acc != 0 {
+        if any_nonzero(c) {
             return c.iter().position(|&x| x != 0).map(|i| at + i);
         }
         at += 64;
@@ -131,13 +172,7 @@ pub fn last_nonzero_end(b: &[u8]) -> usize {
     let mut words = b.rchunks_exact(64);
     let mut end = b.len();
     for c in &mut words {
-        let mut acc = 0u64;
-        for w in c.chunks_exact(WORD) {
-            let mut a = [0u8; WORD];
-            a.copy_from_slice(w);
-            acc |= u64::from_ne_bytes(a);
-        }
-        if acc != 0 {
+        if any_nonzero(c) {
             return c
                 .iter()
                 .rposition(|&x| x != 0)
