@@ -44,7 +44,7 @@ pub(crate) enum ToShard {
     /// older than `keep_snapshots_from`.
     Truncate {
         before: Seq,
-        keep_snapshots_from: u64,
+        keep_snapshots_from: CheckpointId,
     },
 }
 

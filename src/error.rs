@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use crate::format::frame::FrameFault;
 use crate::format::segment_header::HeaderFault;
-use crate::ids::{Seq, ShardId};
+use crate::ids::{CheckpointId, Epoch, Seq, ShardId};
 
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -129,6 +129,12 @@ pub enum Error {
         /// How long it was waited for.
         waited: std::time::Duration,
     },
+    /// The coordinator failed for a reason no single shard stands for.
+    #[error("the coordinator failed: {cause}")]
+    Coordinator {
+        /// Why.
+        cause: String,
+    },
     /// The runtime has shut down (or its coordinator is gone).
     #[error("the runtime has shut down")]
     ShutDown,
@@ -175,45 +181,43 @@ pub enum CorruptionCause {
     #[error(transparent)]
     Frame(#[from] FrameFault),
     /// A valid frame, but not the sequence number expected there.
-    #[error("sequence gap: expected seq {expected}, found seq {found}")]
+    #[error("sequence gap: expected {expected}, found {found}")]
     SeqGap {
         /// The sequence number expected.
-        expected: u64,
+        expected: Seq,
         /// The one found.
-        found: u64,
+        found: Seq,
     },
     /// A valid frame whose epoch is below the epoch the log had reached.
-    #[error("epoch went backwards: seq {seq} has epoch {epoch} after epoch {floor}")]
+    #[error("epoch went backwards: {seq} has {epoch} after {floor}")]
     EpochBackwards {
         /// The frame's sequence number.
-        seq: u64,
+        seq: Seq,
         /// Its epoch.
-        epoch: u64,
+        epoch: Epoch,
         /// The epoch the log had reached before it.
-        floor: u64,
+        floor: Epoch,
     },
     /// A zeroed frame header with non-zero bytes after it in the segment.
     #[error("zeroed frame header followed by data")]
     ZeroedHeaderBeforeData,
     /// A segment ends cleanly, but the next segment of the same shard
     /// starts at another sequence number.
-    #[error(
-        "the next segment does not continue this one (it starts at seq {found}, not {expected})"
-    )]
+    #[error("the next segment does not continue this one (it starts at {found}, not {expected})")]
     SegmentDoesNotContinue {
         /// The sequence number after this segment's last record.
-        expected: u64,
+        expected: Seq,
         /// The next segment's first sequence number.
-        found: u64,
+        found: Seq,
     },
     /// A segment's header names a first sequence number other than the
     /// one the previous segment ends at.
-    #[error("segment starts at seq {found} but seq {expected} was expected")]
+    #[error("segment starts at {found} but {expected} was expected")]
     SegmentStartsElsewhere {
         /// The sequence number expected.
-        expected: u64,
+        expected: Seq,
         /// The header's first sequence number.
-        found: u64,
+        found: Seq,
     },
     /// The segment header is all zeros (a segment prepared, never written).
     #[error("blank segment header")]
@@ -225,12 +229,12 @@ pub enum CorruptionCause {
     #[error("segment belongs to another log")]
     ForeignLog,
     /// A well-formed segment header of another shard.
-    #[error("segment belongs to shard {found}, not {expected}")]
+    #[error("segment belongs to {found}, not {expected}")]
     WrongShard {
         /// The shard the header names.
-        found: u32,
+        found: ShardId,
         /// The shard being read.
-        expected: u32,
+        expected: ShardId,
     },
     /// A segment header whose index is not its file name's.
     #[error("header index {header} does not match file name index {file}")]
@@ -248,33 +252,35 @@ pub enum CorruptionCause {
     /// uses (or starts after it): records that were durable before the
     /// manifest was written are missing.
     #[error(
-        "the log holds seq {first}..{next}, but checkpoint {checkpoint} replays it from seq {replay_from}: records that were durable before the checkpoint are missing"
+        "the log holds seq {}..{}, but {checkpoint} replays it from {replay_from}: records that were durable before the checkpoint are missing",
+        .first.0,
+        .next.0
     )]
     ShorterThanCheckpoint {
         /// The checkpoint whose manifest proves the records.
-        checkpoint: u64,
+        checkpoint: CheckpointId,
         /// Its replay position for the shard.
-        replay_from: u64,
+        replay_from: Seq,
         /// The first sequence number the log holds.
-        first: u64,
+        first: Seq,
         /// The sequence number after the last record the log holds.
-        next: u64,
+        next: Seq,
     },
     /// The log stopped at `inner`, and a later valid frame says the record
     /// expected there was already durable: the bytes were once good.
-    #[error("{inner} (later records show seq {expected_seq} was durable)")]
+    #[error("{inner} (later records show {expected_seq} was durable)")]
     Vouched {
         /// The sequence number expected at the stop.
-        expected_seq: u64,
+        expected_seq: Seq,
         /// Why the stop.
         inner: Box<CorruptionCause>,
     },
     /// A record that passed its CRC but whose typed payload does not
     /// validate (a commit record the recovery needs).
-    #[error("record seq {seq}: {error}")]
+    #[error("record {seq}: {error}")]
     InvalidPayload {
         /// The record's sequence number.
-        seq: u64,
+        seq: Seq,
         /// What the payload decoder said.
         error: PayloadError,
     },

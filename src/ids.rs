@@ -56,6 +56,14 @@ impl Seq {
     }
 }
 
+impl CheckpointId {
+    /// The checkpoint id after this one. Panics on overflow.
+    #[must_use]
+    pub fn next(self) -> CheckpointId {
+        CheckpointId(self.0.checked_add(1).expect("checkpoint id overflow"))
+    }
+}
+
 impl fmt::Display for ShardId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "shard {}", self.0)

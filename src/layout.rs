@@ -34,6 +34,7 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::checkpoint::payloads::{self, PayloadError};
 use crate::error::{Error, Result};
+use crate::ids::{Epoch, ShardId};
 use crate::io::Storage;
 use crate::meta_file;
 
@@ -73,15 +74,19 @@ pub struct Layout {
 /// The core (new shard) that replays old shard `shard` in a runtime of
 /// `shards` shards: `shard % shards`. Deterministic, and a shard that keeps
 /// being written is replayed by its own core.
-pub fn replayer(shard: u32, shards: u32) -> u32 {
-    shard % shards.max(1)
+pub fn replayer(shard: ShardId, shards: u32) -> ShardId {
+    ShardId(shard.0 % shards.max(1))
 }
+
+/// The most shards a log can have: a bound on what a directory name or a
+/// `LAYOUT` file can make recovery allocate, create or scan.
+pub const MAX_SHARDS: u32 = 1024;
 
 impl Layout {
     /// The layout of a log without a `LAYOUT` file: the shard directories
     /// present are all active, joined at epoch 0.
-    pub fn implicit(log_id: [u8; 16], dirs: &[u32]) -> Layout {
-        let n = dirs.iter().max().map_or(0, |m| *m as usize + 1);
+    pub fn implicit(log_id: [u8; 16], dirs: &[ShardId]) -> Layout {
+        let n = dirs.iter().max().map_or(0, |m| m.0 as usize + 1);
         Layout {
             log_id,
             joined: vec![0; n],
@@ -95,15 +100,16 @@ impl Layout {
     }
 
     /// True if `shard` is retired.
-    pub fn is_retired(&self, shard: u32) -> bool {
-        self.retired.iter().any(|r| r.shard == shard)
+    pub fn is_retired(&self, shard: ShardId) -> bool {
+        self.retired.iter().any(|r| r.shard == shard.0)
     }
 
     /// Every shard whose log holds data to recover: the written ones, then
     /// the retired ones, ascending.
-    pub fn data_shards(&self) -> Vec<u32> {
-        let mut v: Vec<u32> = (0..self.active())
+    pub fn data_shards(&self) -> Vec<ShardId> {
+        let mut v: Vec<ShardId> = (0..self.active())
             .chain(self.retired.iter().map(|r| r.shard))
+            .map(ShardId)
             .collect();
         v.sort_unstable();
         v.dedup();
@@ -115,9 +121,9 @@ impl Layout {
     /// by the checkpoint's epoch) or the epoch it joined at, whichever is
     /// later. Retired shards do not count. `floor` when there is no
     /// written shard.
-    pub fn sealed(&self, floor: u64, last_barrier: impl Fn(u32) -> u64) -> u64 {
+    pub fn sealed(&self, floor: Epoch, last_barrier: impl Fn(ShardId) -> Epoch) -> Epoch {
         (0..self.active())
-            .map(|s| last_barrier(s).max(self.joined[s as usize]))
+            .map(|s| last_barrier(ShardId(s)).max(Epoch(self.joined[s as usize])))
             .min()
             .unwrap_or(floor)
             .max(floor)
@@ -127,11 +133,11 @@ impl Layout {
     /// epoch `sealed`: shards `0..shards` written (continuing ones keep
     /// their join epoch, new or re-activated ones join at `sealed`), written
     /// shards beyond `shards` retired at `sealed`, and retired ones kept.
-    pub fn reshard(&self, shards: u32, sealed: u64) -> Layout {
+    pub fn reshard(&self, shards: u32, sealed: Epoch) -> Layout {
         let joined = (0..shards)
             .map(|s| match self.joined.get(s as usize) {
                 Some(j) => *j,
-                None => sealed,
+                None => sealed.0,
             })
             .collect();
         let mut retired: Vec<RetiredShard> = self
@@ -141,7 +147,7 @@ impl Layout {
             .cloned()
             .chain((shards..self.active()).map(|shard| RetiredShard {
                 shard,
-                epoch: sealed,
+                epoch: sealed.0,
             }))
             .collect();
         retired.sort_by_key(|r| r.shard);
@@ -161,6 +167,9 @@ impl Layout {
     pub fn decode(b: &[u8]) -> std::result::Result<Layout, LayoutError> {
         let payload = meta_file::decode(KIND, b)?;
         let l: Layout = payloads::decode(payload, "layout")?;
+        if l.active() > MAX_SHARDS || l.retired.iter().any(|r| r.shard >= MAX_SHARDS) {
+            return Err(LayoutError::TooManyShards);
+        }
         if let Some(r) = l
             .retired
             .iter()
@@ -185,6 +194,9 @@ pub enum LayoutError {
     /// A shard listed as retired is also written.
     #[error("layout retires shard {0}, which it also writes")]
     RetiresWrittenShard(u32),
+    /// The layout lists shards beyond [`MAX_SHARDS`].
+    #[error("layout lists shards beyond {MAX_SHARDS}")]
+    TooManyShards,
 }
 
 /// Read the layout of the log at `dir`: `Ok(None)` if it has no `LAYOUT`
@@ -226,11 +238,11 @@ const REMOVING: &str = ".removing";
 /// (so a crash never leaves a half-deleted log under a shard's name), the
 /// log directory is synced, the layout rewritten, and then the renamed
 /// directories are deleted. Blocking; used by the coordinator thread.
-pub(crate) fn remove_retired(dir: &Path, layout: &mut Layout, shards: &[u32]) -> Result<()> {
+pub(crate) fn remove_retired(dir: &Path, layout: &mut Layout, shards: &[ShardId]) -> Result<()> {
     use crate::io::std_fs::StdStorage;
     let mut doomed = Vec::new();
     for &s in shards {
-        let from = crate::segment::shard_dir(dir, crate::ids::ShardId(s));
+        let from = crate::segment::shard_dir(dir, s);
         let to = from.with_extension(REMOVING.trim_start_matches('.'));
         match std::fs::rename(&from, &to) {
             Ok(()) => doomed.push(to),
@@ -241,7 +253,7 @@ pub(crate) fn remove_retired(dir: &Path, layout: &mut Layout, shards: &[u32]) ->
     futures_lite::future::block_on(StdStorage.sync_dir(dir))
         .map_err(|e| Error::io("directory fsync", dir, e))?;
     let mut next = layout.clone();
-    next.retired.retain(|r| !shards.contains(&r.shard));
+    next.retired.retain(|r| !shards.contains(&ShardId(r.shard)));
     futures_lite::future::block_on(write(&StdStorage, dir, &next))?;
     *layout = next;
     remove_leftovers(dir);
@@ -264,13 +276,17 @@ pub(crate) fn remove_leftovers(dir: &Path) {
 mod tests {
     use super::*;
 
+    fn ids(v: &[u32]) -> Vec<ShardId> {
+        v.iter().copied().map(ShardId).collect()
+    }
+
     fn four() -> Layout {
-        Layout::implicit([7; 16], &[0, 1, 2, 3])
+        Layout::implicit([7; 16], &ids(&[0, 1, 2, 3]))
     }
 
     #[test]
     fn round_trips_and_rejects_flips() {
-        let l = four().reshard(2, 9);
+        let l = four().reshard(2, Epoch(9));
         let b = l.encode().unwrap();
         assert_eq!(Layout::decode(&b), Ok(l));
         for i in 0..b.len() {
@@ -282,7 +298,7 @@ mod tests {
 
     #[test]
     fn shrinking_retires_and_growing_joins() {
-        let l = four().reshard(2, 9);
+        let l = four().reshard(2, Epoch(9));
         assert_eq!(l.joined, vec![0, 0]);
         assert_eq!(
             l.retired,
@@ -291,39 +307,43 @@ mod tests {
                 RetiredShard { shard: 3, epoch: 9 }
             ]
         );
-        assert_eq!(l.data_shards(), vec![0, 1, 2, 3]);
+        assert_eq!(l.data_shards(), ids(&[0, 1, 2, 3]));
         // Growing back re-activates shard 2, which joins at the new seal.
-        let g = l.reshard(3, 15);
+        let g = l.reshard(3, Epoch(15));
         assert_eq!(g.joined, vec![0, 0, 15]);
         assert_eq!(g.retired, vec![RetiredShard { shard: 3, epoch: 9 }]);
         // New shards join at the sealed epoch of their start.
-        let n = Layout::implicit([7; 16], &[0, 1]).reshard(4, 5);
+        let n = Layout::implicit([7; 16], &ids(&[0, 1])).reshard(4, Epoch(5));
         assert_eq!(n.joined, vec![0, 0, 5, 5]);
         assert!(n.retired.is_empty());
     }
 
     #[test]
     fn sealed_ignores_retired_and_counts_joins() {
-        let l = Layout::implicit([7; 16], &[0, 1]).reshard(4, 5);
+        let l = Layout::implicit([7; 16], &ids(&[0, 1])).reshard(4, Epoch(5));
         // Shards 2 and 3 joined at 5 and hold no barrier yet: they do not
         // pull the seal below 5.
-        assert_eq!(l.sealed(0, |s| if s < 2 { 8 } else { 0 }), 5);
-        assert_eq!(l.sealed(0, |s| if s < 2 { 8 } else { 7 }), 7);
-        let r = four().reshard(1, 9);
-        assert_eq!(r.sealed(0, |s| if s == 0 { 12 } else { 9 }), 12);
-        assert_eq!(Layout::implicit([7; 16], &[]).sealed(4, |_| 0), 4);
+        let e = |s: ShardId, low: u64, high: u64| Epoch(if s.0 < 2 { high } else { low });
+        assert_eq!(l.sealed(Epoch(0), |s| e(s, 0, 8)), Epoch(5));
+        assert_eq!(l.sealed(Epoch(0), |s| e(s, 7, 8)), Epoch(7));
+        let r = four().reshard(1, Epoch(9));
+        let r0 = |s: ShardId| Epoch(if s.0 == 0 { 12 } else { 9 });
+        assert_eq!(r.sealed(Epoch(0), r0), Epoch(12));
+        assert_eq!(
+            Layout::implicit([7; 16], &[]).sealed(Epoch(4), |_| Epoch(0)),
+            Epoch(4)
+        );
     }
 
     #[test]
     fn replayer_is_modulo() {
-        assert_eq!(
-            (0..4).map(|s| replayer(s, 2)).collect::<Vec<_>>(),
-            vec![0, 1, 0, 1]
-        );
-        assert_eq!(
-            (0..3).map(|s| replayer(s, 1)).collect::<Vec<_>>(),
-            vec![0, 0, 0]
-        );
-        assert_eq!(replayer(1, 4), 1);
+        let r = |n: u32, m: u32| {
+            (0..n)
+                .map(|s| replayer(ShardId(s), m).0)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(r(4, 2), vec![0, 1, 0, 1]);
+        assert_eq!(r(3, 1), vec![0, 0, 0]);
+        assert_eq!(replayer(ShardId(1), 4), ShardId(1));
     }
 }

@@ -14,7 +14,7 @@ use crate::error::{CorruptionCause, Error, Result};
 use crate::format::BLOCK;
 use crate::format::frame::{Decoded, FRAME_HEADER, RecordKind};
 use crate::format::segment_header::{HeaderError, RECORDS_START, SegmentHeader};
-use crate::ids::{Epoch, Lsn, Seq, ShardId};
+use crate::ids::{Lsn, Seq, ShardId};
 use crate::io::Storage;
 use crate::io::read_ahead::ChunkStream;
 use crate::io::window::{SegmentFrames, Window};
@@ -54,9 +54,9 @@ pub struct ShardReader<S: Storage> {
     stream: Option<ChunkStream<S>>,
     cur: Option<Loaded>,
     pos: u64,
-    expected: Option<u64>,
-    from: u64,
-    until: u64,
+    expected: Option<Seq>,
+    from: Seq,
+    until: Seq,
     /// A decoded record not yet returned; its payload as (file offset, length).
     peeked: Option<(Lsn, RecordKind, (u64, usize))>,
 }
@@ -90,7 +90,7 @@ impl<S: Storage> ShardReader<S> {
         for (k, (_, name)) in segments.iter().enumerate() {
             let head = read_head(&storage, &dir.join(name)).await?;
             match SegmentHeader::decode(&head) {
-                Ok(h) if h.first_seq <= from.0 => start = k,
+                Ok(h) if h.first_seq <= from => start = k,
                 _ => break,
             }
         }
@@ -106,8 +106,8 @@ impl<S: Storage> ShardReader<S> {
             cur: None,
             pos: 0,
             expected: None,
-            from: from.0,
-            until: until.0,
+            from,
+            until,
             peeked: None,
         })
     }
@@ -155,7 +155,7 @@ impl<S: Storage> ShardReader<S> {
                 return Err(self.corrupt(&path, 0, CorruptionCause::SegmentHeader(fault)));
             }
         };
-        if let Err(cause) = check_identity(&h, index, self.log_id, self.shard.0) {
+        if let Err(cause) = check_identity(&h, index, self.log_id, self.shard) {
             return Err(self.corrupt(&path, 0, cause));
         }
         if let Some(e) = self.expected
@@ -226,7 +226,7 @@ impl<S: Storage> ShardReader<S> {
                         };
                         return Err(self.corrupt(&p, pos as usize, cause));
                     }
-                    self.expected = Some(seq + 1);
+                    self.expected = Some(seq.next());
                     let payload = (pos + FRAME_HEADER as u64, f.payload.len());
                     let kind = f.meta.kind;
                     let epoch = f.meta.epoch;
@@ -240,8 +240,8 @@ impl<S: Storage> ShardReader<S> {
                     }
                     let lsn = Lsn {
                         shard: self.shard,
-                        epoch: Epoch(epoch),
-                        seq: Seq(seq),
+                        epoch,
+                        seq,
                     };
                     return Ok(Some((lsn, kind, payload)));
                 }

@@ -17,10 +17,10 @@ pub fn shard_dir(log_dir: &Path, shard: ShardId) -> PathBuf {
 }
 
 /// The shard id of a shard directory's name (`shard-NNNN`), if it is one.
-pub fn parse_shard_dir_name(name: &str) -> Option<u32> {
+pub fn parse_shard_dir_name(name: &str) -> Option<ShardId> {
     let d = name.strip_prefix("shard-")?;
     (!d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| d.parse().ok())
+        .then(|| d.parse().ok().map(ShardId))
         .flatten()
 }
 

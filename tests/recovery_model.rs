@@ -643,7 +643,11 @@ fn run_case(n: usize, ops: Vec<Op>, last_seed: u64, stats: &Stats) {
         }
         let (report, outs) = recover(&setup, crashed);
         let used = report.checkpoint.map_or(0, |c| c.0);
-        let skipped: Vec<u64> = report.skipped_manifests.iter().map(|(id, _)| *id).collect();
+        let skipped: Vec<u64> = report
+            .skipped_manifests
+            .iter()
+            .map(|(id, _)| id.0)
+            .collect();
         let mut want: Vec<u64> = damaged.iter().copied().filter(|&id| id > used).collect();
         want.sort_unstable();
         assert_eq!(

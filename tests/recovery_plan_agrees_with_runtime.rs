@@ -69,7 +69,7 @@ fn damage(dir: &Path) {
 fn plan_read_only(dir: &Path, shards: u32) -> Plan {
     let st = ReadOnlyStorage;
     let log_id = block_on(shardwal::log_dir::load(&st, dir)).unwrap();
-    let present: Vec<u32> = std::fs::read_dir(dir)
+    let present: Vec<ShardId> = std::fs::read_dir(dir)
         .unwrap()
         .flatten()
         .filter_map(|e| shardwal::segment::parse_shard_dir_name(&e.file_name().to_string_lossy()))
@@ -93,7 +93,7 @@ fn plan_read_only(dir: &Path, shards: u32) -> Plan {
             from_seq: manifests.replay_from(s),
             repair: false,
         };
-        let sdir = shardwal::segment::shard_dir(dir, ShardId(s));
+        let sdir = shardwal::segment::shard_dir(dir, s);
         let sc = block_on(shard::scan(&st, &sdir, exp, opts, |_, _, _| true)).unwrap();
         scans.insert(s, sc);
     }
@@ -187,7 +187,7 @@ fn the_planner_and_the_runtime_agree_on_damaged_and_resharded_logs() {
             let r = on("recover", &d2, &["--dry-run", "--json"]).expect(0, "dry run");
             assert_eq!(json_u64(&r.stdout, "sealed_epoch"), Some(planned.sealed.0));
             for s in 0..2 {
-                let want = planned.shards[&s].cut.report.next_seq.0;
+                let want = planned.shards[&ShardId(s)].cut.report.next_seq.0;
                 assert_eq!(shard_u64(&r.stdout, s, "next_seq"), Some(want), "shard {s}");
             }
         }

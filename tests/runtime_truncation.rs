@@ -109,7 +109,7 @@ fn check_nothing_needed_is_gone(dir: &Path, m: &Manifest) {
             .collect();
         let first = segs[0].header.as_ref().unwrap();
         assert!(
-            first.first_seq <= sc.replay_from,
+            first.first_seq <= shardwal::Seq(sc.replay_from),
             "shard {}: segment {} starts at seq {} but checkpoint {} replays from {}",
             sc.shard,
             segs[0].index,
@@ -131,7 +131,7 @@ fn truncation_done(dir: &Path, m: &Manifest) -> bool {
             .collect();
         let second_after = segs
             .get(1)
-            .is_none_or(|s| s.header.as_ref().unwrap().first_seq > sc.replay_from);
+            .is_none_or(|s| s.header.as_ref().unwrap().first_seq > shardwal::Seq(sc.replay_from));
         let snaps_gone = snapshot_ids(dir, sc.shard)
             .iter()
             .all(|&id| id >= m.checkpoint);
@@ -240,12 +240,12 @@ fn check_files(dir: &Path, sh: &Shared, keep: usize, ids: &[u64]) -> Vec<Manifes
         );
         let first_left = data[0].header.as_ref().unwrap().first_seq;
         let replay_from = oldest.shards[s as usize].replay_from;
-        assert!(first_left <= replay_from);
+        assert!(first_left <= shardwal::Seq(replay_from));
         // Every record left is readable, dense, in order, and its data is
         // the engine's sequence of records.
         let recs = read_log(dir, s, 0);
         assert_eq!(
-            recs[0].seq, first_left,
+            recs[0].seq, first_left.0,
             "shard {s}: the log starts at the first segment left"
         );
         assert_dense(s, &recs);
@@ -381,9 +381,9 @@ fn segments_kept_for_an_older_checkpoint_are_removed_after_a_restart() {
         let kept_for_m1: Vec<u64> = segments(d, s)
             .iter()
             .filter(|f| {
-                f.header
-                    .as_ref()
-                    .is_some_and(|h| h.first_seq <= m2.shards[s as usize].replay_from)
+                f.header.as_ref().is_some_and(|h| {
+                    h.first_seq <= shardwal::Seq(m2.shards[s as usize].replay_from)
+                })
             })
             .map(|f| f.index)
             .collect();

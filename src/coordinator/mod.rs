@@ -141,10 +141,10 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(cmd: Sender<Command>, sealed: u64) -> Shared {
+    fn new(cmd: Sender<Command>, sealed: Epoch) -> Shared {
         Shared {
             cmd,
-            sealed: AtomicU64::new(sealed),
+            sealed: AtomicU64::new(sealed.0),
             stopped: AtomicBool::new(false),
         }
     }

@@ -29,7 +29,7 @@ use crate::io::std_fs::StdStorage;
 use crate::layout::Layout;
 
 struct PendingCkpt {
-    id: u64,
+    id: CheckpointId,
     parts: Vec<Option<ShardCheckpoint>>,
     waiters: Vec<Sender<Result<CheckpointInfo>>>,
 }
@@ -50,9 +50,9 @@ pub(crate) struct CoordinatorThread {
     cfg: CoordinatorConfig,
     log_dir: PathBuf,
     log_id: [u8; 16],
-    next_epoch: u64,
-    next_checkpoint: u64,
-    pending: BTreeMap<u64, PendingEpoch>,
+    next_epoch: Epoch,
+    next_checkpoint: CheckpointId,
+    pending: BTreeMap<Epoch, PendingEpoch>,
     retained: VecDeque<Manifest>,
     layout: Layout,
     failed: Option<Error>,
@@ -67,10 +67,10 @@ pub(crate) struct CoordinatorStart {
     pub log_dir: PathBuf,
     pub log_id: [u8; 16],
     /// The epoch the next barrier ends.
-    pub next_epoch: u64,
+    pub next_epoch: Epoch,
     /// The sealed epoch recovered from the log.
-    pub sealed: u64,
-    pub next_checkpoint: u64,
+    pub sealed: Epoch,
+    pub next_checkpoint: CheckpointId,
     pub retained: VecDeque<Manifest>,
     /// The shard layout written at start.
     pub layout: Layout,
@@ -197,10 +197,10 @@ impl CoordinatorThread {
             return Err(clone_err(e));
         }
         let epoch = self.next_epoch;
-        self.next_epoch += 1;
+        self.next_epoch = epoch.next();
         let ckpt = checkpoint.then(|| {
             let id = self.next_checkpoint;
-            self.next_checkpoint += 1;
+            self.next_checkpoint = id.next();
             id
         });
         self.epochs_since_checkpoint = if ckpt.is_some() {
@@ -225,29 +225,22 @@ impl CoordinatorThread {
                     parts: vec![None; n],
                     waiters: vec![tx],
                 });
-                Issued::Checkpoint(CheckpointTicket {
-                    id: CheckpointId(id),
-                    epoch: Epoch(epoch),
-                    rx,
-                })
+                Issued::Checkpoint(CheckpointTicket { id, epoch, rx })
             }
             None => {
                 pe.waiters.push(seal_tx);
-                Issued::Epoch(EpochTicket {
-                    epoch: Epoch(epoch),
-                    rx: seal_rx,
-                })
+                Issued::Epoch(EpochTicket { epoch, rx: seal_rx })
             }
         };
         let req = BarrierRequest {
-            epoch: Epoch(epoch),
-            checkpoint: ckpt.map(CheckpointId),
+            epoch,
+            checkpoint: ckpt,
         };
         for (i, s) in self.shards.iter().enumerate() {
             if !s.send(ToShard::Event(ControlEvent::Barrier(req))) && pe.failed.is_none() {
                 pe.failed = Some(Error::ShardFailed {
                     shard: ShardId(i as u32),
-                    what: format!("barrier of epoch {epoch}"),
+                    what: format!("the barrier of {epoch}"),
                     cause: "the shard has stopped".into(),
                 });
             }
@@ -264,12 +257,12 @@ impl CoordinatorThread {
                 epoch,
                 checkpoint,
             } => {
-                if let Some(pe) = self.pending.get_mut(&epoch.0) {
+                if let Some(pe) = self.pending.get_mut(&epoch) {
                     if let Some(a) = pe.acked.get_mut(shard.0 as usize) {
                         *a = true;
                     }
                     if let (Some(pc), Some((id, part))) = (pe.checkpoint.as_mut(), checkpoint)
-                        && pc.id == id.0
+                        && pc.id == id
                         && let Some(slot) = pc.parts.get_mut(shard.0 as usize)
                     {
                         *slot = Some(part);
@@ -296,12 +289,12 @@ impl CoordinatorThread {
                 epoch,
                 cause,
             } => {
-                if let Some(pe) = self.pending.get_mut(&epoch.0)
+                if let Some(pe) = self.pending.get_mut(&epoch)
                     && pe.failed.is_none()
                 {
                     let what = match &pe.checkpoint {
-                        Some(c) => format!("checkpoint {} at epoch {}", c.id, epoch.0),
-                        None => format!("barrier of epoch {}", epoch.0),
+                        Some(c) => format!("{} at {epoch}", c.id),
+                        None => format!("the barrier of {epoch}"),
                     };
                     pe.failed = Some(Error::ShardFailed { shard, what, cause });
                 }
@@ -364,11 +357,11 @@ impl CoordinatorThread {
             let Some(pe) = self.pending.remove(&epoch) else {
                 break;
             };
-            if self.shared.sealed.load(Ordering::Acquire) < epoch {
-                self.shared.sealed.store(epoch, Ordering::Release);
-            }
+            // The watermark never goes backwards.
+            self.shared.sealed.fetch_max(epoch.0, Ordering::AcqRel);
             for w in &pe.waiters {
-                let _ = w.send(Ok(Epoch(epoch)));
+                // A waiter that gave up (dropped its ticket) needs no answer.
+                let _ = w.send(Ok(epoch));
             }
             if let Some(pc) = pe.checkpoint {
                 self.finish_checkpoint(epoch, pc);
@@ -383,7 +376,7 @@ impl CoordinatorThread {
         }
     }
 
-    fn finish_checkpoint(&mut self, epoch: u64, pc: PendingCkpt) {
+    fn finish_checkpoint(&mut self, epoch: Epoch, pc: PendingCkpt) {
         let mut shards = Vec::with_capacity(pc.parts.len());
         for (i, p) in pc.parts.into_iter().enumerate() {
             match p {
@@ -391,7 +384,7 @@ impl CoordinatorThread {
                 None => {
                     let e = Error::ShardFailed {
                         shard: ShardId(i as u32),
-                        what: format!("checkpoint {} at epoch {epoch}", pc.id),
+                        what: format!("{} at {epoch}", pc.id),
                         cause: "acked the barrier without a checkpoint".into(),
                     };
                     for w in pc.waiters {
@@ -403,8 +396,8 @@ impl CoordinatorThread {
         }
         let m = Manifest {
             log_id: self.log_id,
-            checkpoint: pc.id,
-            epoch,
+            checkpoint: pc.id.0,
+            epoch: epoch.0,
             shards,
         };
         let written =
@@ -430,11 +423,21 @@ impl CoordinatorThread {
                     .log_dir
                     .join(manifest::CHECKPOINT_DIR)
                     .join(manifest::manifest_name(old.checkpoint));
-                let _ = futures_lite::future::block_on(StdStorage.remove(&p));
+                // A manifest left behind is only an older fallback; the next
+                // checkpoint tries again.
+                if let Err(e) = futures_lite::future::block_on(StdStorage.remove(&p))
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(path = %p.display(), error = %e, "could not remove an old manifest");
+                }
             }
         }
         let cdir = self.log_dir.join(manifest::CHECKPOINT_DIR);
-        let _ = futures_lite::future::block_on(StdStorage.sync_dir(&cdir));
+        // The removals need not be durable (FORMAT.md §1): a manifest that
+        // reappears after a crash is an older, valid fallback.
+        if let Err(e) = futures_lite::future::block_on(StdStorage.sync_dir(&cdir)) {
+            tracing::warn!(dir = %cdir.display(), error = %e, "could not sync the checkpoints directory");
+        }
         // Tell each shard what it may drop: log wholly before the oldest
         // retained checkpoint, and older snapshots.
         if let Some(oldest) = self.retained.front() {
@@ -442,16 +445,17 @@ impl CoordinatorThread {
                 if let Some(s) = self.shards.get(sc.shard as usize) {
                     s.send(ToShard::Truncate {
                         before: Seq(sc.replay_from),
-                        keep_snapshots_from: oldest.checkpoint,
+                        keep_snapshots_from: CheckpointId(oldest.checkpoint),
                     });
                 }
             }
         }
         self.remove_unneeded_retired();
         for w in pc.waiters {
+            // A waiter that gave up needs no answer.
             let _ = w.send(Ok(CheckpointInfo {
-                id: CheckpointId(pc.id),
-                epoch: Epoch(epoch),
+                id: pc.id,
+                epoch,
                 manifest: path.clone(),
             }));
         }
@@ -463,20 +467,23 @@ impl CoordinatorThread {
     /// to are not needed by any recovery any more: remove them. A failure
     /// leaves them in place, to be retried after the next checkpoint.
     fn remove_unneeded_retired(&mut self) {
-        let unneeded: Vec<u32> = self
+        let unneeded: Vec<ShardId> = self
             .layout
             .retired
             .iter()
-            .map(|r| r.shard)
+            .map(|r| ShardId(r.shard))
             .filter(|s| {
                 !self
                     .retained
                     .iter()
-                    .any(|m| m.shards.iter().any(|e| e.shard == *s))
+                    .any(|m| m.shards.iter().any(|e| e.shard == s.0))
             })
             .collect();
-        if !unneeded.is_empty() {
-            let _ = crate::layout::remove_retired(&self.log_dir, &mut self.layout, &unneeded);
+        if !unneeded.is_empty()
+            && let Err(e) =
+                crate::layout::remove_retired(&self.log_dir, &mut self.layout, &unneeded)
+        {
+            tracing::warn!(error = %e, "could not remove retired shards; retried after the next checkpoint");
         }
     }
 }
@@ -509,9 +516,7 @@ pub(super) fn clone_err(e: &Error) -> Error {
             waiting_for: waiting_for.clone(),
             waited: *waited,
         },
-        other => Error::ShardFailed {
-            shard: ShardId(u32::MAX),
-            what: "coordination".into(),
+        other => Error::Coordinator {
             cause: other.to_string(),
         },
     }

@@ -19,6 +19,7 @@
 //! freshly created before use.
 
 use super::{FRAME_ALIGN, align_up, seed::SegmentSeed, u32_at, u64_at};
+use crate::ids::{Epoch, Seq};
 
 /// Size of a frame header.
 pub const FRAME_HEADER: usize = 40;
@@ -58,11 +59,11 @@ impl RecordKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameMeta {
     /// Sequence number.
-    pub seq: u64,
+    pub seq: Seq,
     /// Epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// Everything below this sequence number was durable when the frame was built.
-    pub durable_next: u64,
+    pub durable_next: Seq,
     /// Record kind.
     pub kind: RecordKind,
 }
@@ -79,9 +80,9 @@ pub const fn frame_len(payload_len: usize) -> usize {
 #[inline(always)]
 fn put_fields(h: &mut [u8; FRAME_HEADER], meta: &FrameMeta, len: usize) {
     h[4..8].copy_from_slice(&(len as u32).to_le_bytes());
-    h[8..16].copy_from_slice(&meta.seq.to_le_bytes());
-    h[16..24].copy_from_slice(&meta.epoch.to_le_bytes());
-    h[24..32].copy_from_slice(&meta.durable_next.to_le_bytes());
+    h[8..16].copy_from_slice(&meta.seq.0.to_le_bytes());
+    h[16..24].copy_from_slice(&meta.epoch.0.to_le_bytes());
+    h[24..32].copy_from_slice(&meta.durable_next.0.to_le_bytes());
     // The kind byte and the seven reserved zero bytes, in one store.
     h[32..40].copy_from_slice(&u64::from(meta.kind as u8).to_le_bytes());
 }
@@ -279,9 +280,9 @@ pub fn decode_at(buf: &[u8], pos: usize, seed: SegmentSeed, max_payload: usize) 
     }
     Decoded::Frame(Frame {
         meta: FrameMeta {
-            seq: u64_at(h, 8),
-            epoch: u64_at(h, 16),
-            durable_next: u64_at(h, 24),
+            seq: Seq(u64_at(h, 8)),
+            epoch: Epoch(u64_at(h, 16)),
+            durable_next: Seq(u64_at(h, 24)),
             kind,
         },
         payload,
@@ -318,9 +319,9 @@ mod tests {
     }
 
     const META: FrameMeta = FrameMeta {
-        seq: 42,
-        epoch: 3,
-        durable_next: 40,
+        seq: Seq(42),
+        epoch: Epoch(3),
+        durable_next: Seq(40),
         kind: RecordKind::Data,
     };
 

@@ -20,6 +20,7 @@
 //! Records start at offset [`super::BLOCK`].
 
 use super::{BLOCK, log_id::FORMAT_VERSION, seed::SegmentSeed, u32_at, u64_at};
+use crate::ids::{Epoch, Seq, ShardId};
 
 const MAGIC: &[u8; 8] = b"SHRDSEG1";
 /// Bytes of the header that carry meaning (the rest of the block is zero).
@@ -37,13 +38,13 @@ pub struct SegmentHeader {
     /// The log this segment belongs to.
     pub log_id: [u8; 16],
     /// The owning shard.
-    pub shard: u32,
+    pub shard: ShardId,
     /// Position of this segment in the shard's log (strictly increasing).
     pub index: u64,
     /// Sequence number of the first record in the segment.
-    pub first_seq: u64,
+    pub first_seq: Seq,
     /// Epoch of the first record in the segment.
-    pub first_epoch: u64,
+    pub first_epoch: Epoch,
     /// Random nonce of this incarnation of the file.
     pub nonce: u64,
     /// Capacity of the segment in bytes.
@@ -101,9 +102,9 @@ impl SegmentHeader {
     pub fn seed(&self) -> SegmentSeed {
         SegmentSeed::derive(
             self.log_id,
-            self.shard,
+            self.shard.0,
             self.index,
-            self.first_seq,
+            self.first_seq.0,
             self.nonce,
         )
     }
@@ -116,10 +117,10 @@ impl SegmentHeader {
         b[..8].copy_from_slice(MAGIC);
         b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
         b[16..32].copy_from_slice(&self.log_id);
-        b[32..36].copy_from_slice(&self.shard.to_le_bytes());
+        b[32..36].copy_from_slice(&self.shard.0.to_le_bytes());
         b[40..48].copy_from_slice(&self.index.to_le_bytes());
-        b[48..56].copy_from_slice(&self.first_seq.to_le_bytes());
-        b[56..64].copy_from_slice(&self.first_epoch.to_le_bytes());
+        b[48..56].copy_from_slice(&self.first_seq.0.to_le_bytes());
+        b[56..64].copy_from_slice(&self.first_epoch.0.to_le_bytes());
         b[64..72].copy_from_slice(&self.nonce.to_le_bytes());
         b[72..80].copy_from_slice(&self.segment_size.to_le_bytes());
         let crc = crc32c::crc32c(&b[..80]);
@@ -163,10 +164,10 @@ impl SegmentHeader {
         log_id.copy_from_slice(&b[16..32]);
         Ok(SegmentHeader {
             log_id,
-            shard: u32_at(b, 32),
+            shard: ShardId(u32_at(b, 32)),
             index: u64_at(b, 40),
-            first_seq: u64_at(b, 48),
-            first_epoch: u64_at(b, 56),
+            first_seq: Seq(u64_at(b, 48)),
+            first_epoch: Epoch(u64_at(b, 56)),
             nonce: u64_at(b, 64),
             segment_size,
         })
@@ -180,10 +181,10 @@ mod tests {
     fn sample() -> SegmentHeader {
         SegmentHeader {
             log_id: [7; 16],
-            shard: 3,
+            shard: ShardId(3),
             index: 9,
-            first_seq: 1000,
-            first_epoch: 4,
+            first_seq: Seq(1000),
+            first_epoch: Epoch(4),
             nonce: 0xdead_beef,
             segment_size: 1 << 20,
         }

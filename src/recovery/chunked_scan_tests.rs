@@ -10,6 +10,7 @@ use std::rc::Rc;
 use crate::format::BLOCK;
 use crate::format::frame::{FrameMeta, RecordKind, encode_header, frame_len};
 use crate::format::segment_header::{RECORDS_START, SegmentHeader};
+use crate::ids::{Epoch, Seq, ShardId};
 use crate::io::read_ahead::{CHUNK, ChunkStream, ROOM};
 use crate::io::sim::SimStorage;
 use crate::io::{AlignedBuf, Storage, StorageFile};
@@ -22,7 +23,7 @@ const SEG: usize = 64 << 10;
 fn exp() -> Expect {
     Expect {
         log_id: LOG,
-        shard: 0,
+        shard: ShardId(0),
         max_payload: 40 << 10,
     }
 }
@@ -36,10 +37,10 @@ fn segments(rng: &mut SplitMix) -> Vec<Vec<u8>> {
     for _ in 0..3 {
         let h = SegmentHeader {
             log_id: LOG,
-            shard: 0,
+            shard: ShardId(0),
             index,
-            first_seq: seq,
-            first_epoch: 1,
+            first_seq: Seq(seq),
+            first_epoch: Epoch(1),
             nonce: rng.next_u64(),
             segment_size: SEG as u64,
         };
@@ -57,9 +58,9 @@ fn segments(rng: &mut SplitMix) -> Vec<Vec<u8>> {
             }
             let payload: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             let meta = FrameMeta {
-                seq,
-                epoch: 1,
-                durable_next: if vouching { seq } else { 0 },
+                seq: Seq(seq),
+                epoch: Epoch(1),
+                durable_next: if vouching { Seq(seq) } else { Seq(0) },
                 kind: RecordKind::Data,
             };
             b[pos..pos + 40].copy_from_slice(&encode_header(h.seed(), &meta, &payload));
@@ -111,7 +112,7 @@ fn damage(rng: &mut SplitMix, segs: &mut [Vec<u8>]) {
     }
 }
 
-type Frames = Vec<(u64, u64, usize, u64)>;
+type Frames = Vec<(Seq, u64, usize, u64)>;
 
 fn whole(segs: &[Vec<u8>]) -> (Result<ScanOutcome, Corrupt>, Frames) {
     let mut frames = Vec::new();

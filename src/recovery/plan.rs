@@ -47,12 +47,12 @@ pub struct Manifests {
     /// fallback and truncation.
     pub retained: VecDeque<Manifest>,
     /// Manifests newer than the one used that failed to validate, and why.
-    pub skipped: Vec<(u64, String)>,
+    pub skipped: Vec<(CheckpointId, String)>,
     /// Every manifest that failed to validate (or belongs to another
     /// log), and why, ascending by id.
-    pub failed: Vec<(u64, String)>,
+    pub failed: Vec<(CheckpointId, String)>,
     /// The id the next checkpoint gets: one past every id found, valid or not.
-    pub next_checkpoint: u64,
+    pub next_checkpoint: CheckpointId,
 }
 
 impl Manifests {
@@ -62,15 +62,18 @@ impl Manifests {
         log_id: [u8; 16],
         found: impl IntoIterator<Item = (u64, std::result::Result<Manifest, E>)>,
     ) -> Manifests {
-        let mut found: Vec<_> = found.into_iter().collect();
+        let mut found: Vec<_> = found
+            .into_iter()
+            .map(|(id, r)| (CheckpointId(id), r))
+            .collect();
         found.sort_by_key(|(id, _)| *id);
         let mut out = Manifests {
-            next_checkpoint: 1,
+            next_checkpoint: CheckpointId(1),
             ..Manifests::default()
         };
         let mut failed = Vec::new();
         for (id, r) in found {
-            out.next_checkpoint = out.next_checkpoint.max(id + 1);
+            out.next_checkpoint = out.next_checkpoint.max(id.next());
             match r {
                 Ok(m) if m.log_id == log_id => out.retained.push_back(m),
                 Ok(_) => failed.push((id, "belongs to another log".to_string())),
@@ -78,7 +81,9 @@ impl Manifests {
             }
         }
         // Only failures newer than the manifest in use are "skipped".
-        let used = out.newest().map_or(0, |m| m.checkpoint);
+        let used = out
+            .newest()
+            .map_or(CheckpointId(0), |m| CheckpointId(m.checkpoint));
         out.skipped = failed
             .iter()
             .filter(|(id, _)| *id > used)
@@ -94,20 +99,25 @@ impl Manifests {
     }
 
     /// The newest manifest's entry for `shard`.
-    pub fn entry(&self, shard: u32) -> Option<&crate::checkpoint::ShardCheckpoint> {
+    pub fn entry(&self, shard: ShardId) -> Option<&crate::checkpoint::ShardCheckpoint> {
         self.newest()
-            .and_then(|m| m.shards.iter().find(|e| e.shard == shard))
+            .and_then(|m| m.shards.iter().find(|e| e.shard == shard.0))
+    }
+
+    /// The checkpoint recovery starts from, if any.
+    pub fn checkpoint(&self) -> Option<CheckpointId> {
+        self.newest().map(|m| CheckpointId(m.checkpoint))
     }
 
     /// Where the scan of `shard` starts: the newest checkpoint's replay
     /// position for it.
-    pub fn replay_from(&self, shard: u32) -> Option<u64> {
-        self.entry(shard).map(|e| e.replay_from)
+    pub fn replay_from(&self, shard: ShardId) -> Option<Seq> {
+        self.entry(shard).map(|e| Seq(e.replay_from))
     }
 
     /// The epoch the newest checkpoint proves sealed (0 without one).
-    pub fn floor(&self) -> u64 {
-        self.newest().map_or(0, |m| m.epoch)
+    pub fn floor(&self) -> Epoch {
+        Epoch(self.newest().map_or(0, |m| m.epoch))
     }
 }
 
@@ -122,17 +132,15 @@ pub struct Scope {
     pub old: Layout,
     /// Shard directories the layout does not list (left by a start that
     /// crashed before writing its layout): they must hold no records.
-    pub orphans: Vec<u32>,
+    pub orphans: Vec<ShardId>,
     /// Every shard to scan, ascending.
-    pub all: Vec<u32>,
+    pub all: Vec<ShardId>,
     /// For core `i`: its own shard `i`, then the shards `≥ M` it replays
     /// (retired ones, [`layout::replayer`]), ascending.
-    pub per_core: Vec<Vec<u32>>,
+    pub per_core: Vec<Vec<ShardId>>,
 }
 
-/// The most shards a log can have: a bound on what a directory name (or a
-/// `LAYOUT` file) can make recovery allocate, create or scan.
-pub const MAX_SHARDS: u32 = 1024;
+pub use crate::layout::MAX_SHARDS;
 
 /// Decide which shards a runtime of `shards` shards recovers on a log with
 /// the layout `loaded` (`None`: no `LAYOUT` file) and the shard
@@ -146,12 +154,13 @@ pub const MAX_SHARDS: u32 = 1024;
 pub fn scope(
     log_id: [u8; 16],
     loaded: Option<Layout>,
-    present: &[u32],
+    present: &[ShardId],
     shards: u32,
 ) -> Result<Scope> {
-    let stray = |s: u32, why: &str| {
+    let stray = |s: ShardId, why: &str| {
         Err(Error::Config(format!(
-            "unexpected shard directory shard-{s:04}: {why}; remove it if it does not belong to this log"
+            "unexpected shard directory shard-{:04}: {why}; remove it if it does not belong to this log",
+            s.0
         )))
     };
     if shards > MAX_SHARDS {
@@ -159,7 +168,7 @@ pub fn scope(
             "{shards} shards: at most {MAX_SHARDS} are supported"
         )));
     }
-    if let Some(&s) = present.iter().find(|s| **s >= MAX_SHARDS) {
+    if let Some(&s) = present.iter().find(|s| s.0 >= MAX_SHARDS) {
         return stray(s, &format!("shard ids stop below {MAX_SHARDS}"));
     }
     if let Some(l) = &loaded
@@ -172,7 +181,7 @@ pub fn scope(
     if loaded.is_none() {
         let mut sorted = present.to_vec();
         sorted.sort_unstable();
-        if let Some((i, &s)) = sorted.iter().enumerate().find(|(i, s)| **s != *i as u32) {
+        if let Some((i, &s)) = sorted.iter().enumerate().find(|(i, s)| s.0 != *i as u32) {
             let why = format!(
                 "the log has no LAYOUT file, so its shards are 0..{}, and shard {i} is missing",
                 sorted.len()
@@ -182,22 +191,22 @@ pub fn scope(
     }
     let old = layout_before(log_id, loaded.as_ref(), present, shards);
     let known = old.data_shards();
-    let orphans: Vec<u32> = present
+    let orphans: Vec<ShardId> = present
         .iter()
         .copied()
         .filter(|s| !known.contains(s))
         .collect();
-    let mut all: Vec<u32> = known
+    let mut all: Vec<ShardId> = known
         .iter()
         .chain(present)
         .copied()
-        .chain(0..shards)
+        .chain((0..shards).map(ShardId))
         .collect();
     all.sort_unstable();
     all.dedup();
-    let mut per_core: Vec<Vec<u32>> = (0..shards).map(|i| vec![i]).collect();
-    for &s in all.iter().filter(|s| **s >= shards) {
-        per_core[layout::replayer(s, shards) as usize].push(s);
+    let mut per_core: Vec<Vec<ShardId>> = (0..shards).map(|i| vec![ShardId(i)]).collect();
+    for &s in all.iter().filter(|s| s.0 >= shards) {
+        per_core[layout::replayer(s, shards).0 as usize].push(s);
     }
     Ok(Scope {
         shards,
@@ -216,12 +225,12 @@ pub fn scope(
 fn layout_before(
     log_id: [u8; 16],
     loaded: Option<&Layout>,
-    present: &[u32],
+    present: &[ShardId],
     shards: u32,
 ) -> Layout {
     loaded.cloned().unwrap_or_else(|| {
         if present.is_empty() {
-            Layout::implicit(log_id, &(0..shards).collect::<Vec<_>>())
+            Layout::implicit(log_id, &(0..shards).map(ShardId).collect::<Vec<_>>())
         } else {
             Layout::implicit(log_id, present)
         }
@@ -230,7 +239,7 @@ fn layout_before(
 
 /// [`scope`] for a runtime of the log's own shard count: that of the
 /// layout in effect (what a tool that recovers the log as it is starts).
-pub fn own_scope(log_id: [u8; 16], loaded: Option<Layout>, present: &[u32]) -> Result<Scope> {
+pub fn own_scope(log_id: [u8; 16], loaded: Option<Layout>, present: &[ShardId]) -> Result<Scope> {
     let shards = layout_before(log_id, loaded.as_ref(), present, 0).active();
     scope(log_id, loaded, present, shards)
 }
@@ -238,7 +247,11 @@ pub fn own_scope(log_id: [u8; 16], loaded: Option<Layout>, present: &[u32]) -> R
 /// The recovered sealed epoch: the rule of [`Layout::sealed`] over each
 /// shard's last durable barrier (at least `floor`, the checkpoint's epoch).
 /// The one place that applies it.
-pub fn sealed_epoch(layout: &Layout, floor: u64, last_barrier: impl Fn(u32) -> Option<u64>) -> u64 {
+pub fn sealed_epoch(
+    layout: &Layout,
+    floor: Epoch,
+    last_barrier: impl Fn(ShardId) -> Option<Epoch>,
+) -> Epoch {
     layout.sealed(floor, |s| last_barrier(s).unwrap_or(floor).max(floor))
 }
 
@@ -251,10 +264,11 @@ pub fn sealed_epoch(layout: &Layout, floor: u64, last_barrier: impl Fn(u32) -> O
 /// with a shorter log). The one place this rule is applied: by [`plan`],
 /// and by tools that check a log.
 pub fn check_checkpoint(manifests: &Manifests, scanned: &Scanned) -> Result<()> {
-    let Some(e) = manifests.entry(scanned.shard.0) else {
+    let Some(e) = manifests.entry(scanned.shard) else {
         return Ok(());
     };
-    let checkpoint = manifests.newest().map_or(0, |m| m.checkpoint);
+    let checkpoint = manifests.checkpoint().unwrap_or_default();
+    let replay_from = Seq(e.replay_from);
     let o = &scanned.outcome;
     let first_seg = scanned
         .skipped
@@ -262,9 +276,9 @@ pub fn check_checkpoint(manifests: &Manifests, scanned: &Scanned) -> Result<()> 
         .map(|s| (s.path.clone(), s.first_seq))
         .or_else(|| o.kept.first().map(|k| (k.path.clone(), k.header.first_seq)));
     let first = first_seg.as_ref().map_or(o.next_seq, |(_, f)| *f);
-    let (segment, offset) = if first > e.replay_from {
+    let (segment, offset) = if first > replay_from {
         first_seg.map_or((scanned.dir.clone(), 0), |(p, _)| (p, 0))
-    } else if o.next_seq < e.replay_from {
+    } else if o.next_seq < replay_from {
         o.kept
             .last()
             .map_or((scanned.dir.clone(), 0), |k| (k.path.clone(), k.valid_end))
@@ -277,7 +291,7 @@ pub fn check_checkpoint(manifests: &Manifests, scanned: &Scanned) -> Result<()> 
         offset,
         cause: CorruptionCause::ShorterThanCheckpoint {
             checkpoint,
-            replay_from: e.replay_from,
+            replay_from,
             first,
             next: o.next_seq,
         },
@@ -353,7 +367,7 @@ pub struct RecoveryReport {
     /// The checkpoint used.
     pub checkpoint: Option<CheckpointId>,
     /// Newer manifests that were skipped, and why.
-    pub skipped_manifests: Vec<(u64, String)>,
+    pub skipped_manifests: Vec<(CheckpointId, String)>,
     /// The shard layout in effect after the start (see [`crate::layout`]).
     pub layout: Layout,
     /// Wall time of the whole recovery.
@@ -377,7 +391,7 @@ pub struct Plan {
     /// The recovered sealed epoch.
     pub sealed: Epoch,
     /// Per shard, in shard order.
-    pub shards: BTreeMap<u32, ShardPlan>,
+    pub shards: BTreeMap<ShardId, ShardPlan>,
     /// Per core, in core order.
     pub cores: Vec<ReplayPlan>,
     /// The layout in effect after the start.
@@ -394,12 +408,10 @@ pub struct Plan {
 pub fn plan(
     scope: &Scope,
     manifests: &Manifests,
-    mut scans: BTreeMap<u32, Scanned>,
+    mut scans: BTreeMap<ShardId, Scanned>,
 ) -> Result<Plan> {
     if let Some(s) = scope.all.iter().find(|s| !scans.contains_key(s)) {
-        return Err(Error::Config(format!(
-            "the plan lacks the scan of shard {s}"
-        )));
+        return Err(Error::Config(format!("the plan lacks the scan of {s}")));
     }
     if let Some(s) = scope
         .orphans
@@ -407,7 +419,7 @@ pub fn plan(
         .find(|s| scans[s].summary.from_point.is_some())
     {
         return Err(Error::Config(format!(
-            "{} holds records but the log's layout does not list shard {s}",
+            "{} holds records but the log's layout does not list {s}",
             scans[s].dir.display()
         )));
     }
@@ -423,10 +435,10 @@ pub fn plan(
     // Every shard is cut at the sealed epoch: only then may the layout
     // retire shards (they no longer count for sealing) or add ones.
     let mut layout = scope.old.reshard(scope.shards, sealed);
-    for &s in scope.orphans.iter().filter(|s| **s >= scope.shards) {
+    for &s in scope.orphans.iter().filter(|s| s.0 >= scope.shards) {
         layout.retired.push(RetiredShard {
-            shard: s,
-            epoch: sealed,
+            shard: s.0,
+            epoch: sealed.0,
         });
         layout.retired.sort_by_key(|r| r.shard);
     }
@@ -440,13 +452,13 @@ pub fn plan(
             .cloned();
         let cut_at = scanned.summary.cut_for(sealed);
         let from_point = scanned.summary.from_point;
-        let cut = decide(scanned, cut_at, Some(sealed + 1));
+        let cut = decide(scanned, cut_at, Some(sealed.next()));
         let until = cut.report.next_seq;
-        let from = from_point.map_or(until.0, |p| p.seq).min(until.0);
+        let from = from_point.map_or(until, |p| p.seq).min(until);
         let replay = ReplaySource {
-            shard: ShardId(s),
+            shard: s,
             snapshot: manifests.entry(s).map(|e| e.snapshot.clone()),
-            from: Seq(from),
+            from,
             until,
         };
         shards.insert(
@@ -460,7 +472,7 @@ pub fn plan(
     }
     let mut merged = merge_offsets(shards.values().filter_map(|p| p.commit.as_ref()));
     merged.sort_by(|a, b| a.source.cmp(&b.source));
-    let checkpoint = manifests.newest().map(|m| CheckpointId(m.checkpoint));
+    let checkpoint = manifests.checkpoint();
     let cores = scope
         .per_core
         .iter()
@@ -471,7 +483,7 @@ pub fn plan(
                 .filter_map(|s| shards[s].commit.as_ref())
                 .collect();
             ReplayPlan {
-                sealed: Epoch(sealed),
+                sealed,
                 checkpoint,
                 snapshot: own.snapshot.clone(),
                 from: own.from,
@@ -486,14 +498,14 @@ pub fn plan(
     let write_layout = scope.loaded.as_ref() != Some(&layout);
     let report = RecoveryReport {
         shards: shards.values().map(|p| p.cut.report.clone()).collect(),
-        sealed: Epoch(sealed),
+        sealed,
         checkpoint,
         skipped_manifests: manifests.skipped.clone(),
         layout: layout.clone(),
         elapsed: Duration::ZERO,
     };
     Ok(Plan {
-        sealed: Epoch(sealed),
+        sealed,
         shards,
         cores,
         layout,
@@ -547,14 +559,14 @@ mod tests {
     fn scanned(shard: u32, first: u64, from: Option<u64>, frames: &[F]) -> Scanned {
         let header = SegmentHeader {
             log_id: LOG,
-            shard,
+            shard: ShardId(shard),
             index: 0,
-            first_seq: first,
-            first_epoch: 1,
+            first_seq: Seq(first),
+            first_epoch: Epoch(1),
             nonce: 1,
             segment_size: 1 << 20,
         };
-        let mut summary = ScanSummary::new(from.unwrap_or(0));
+        let mut summary = ScanSummary::new(Seq(from.unwrap_or(0)));
         let mut pos = RECORDS_START;
         let mut bytes = 0;
         for (i, f) in frames.iter().enumerate() {
@@ -578,9 +590,9 @@ mod tests {
             let len = frame_len(payload.len());
             let frame = Frame {
                 meta: FrameMeta {
-                    seq: first + i as u64,
-                    epoch,
-                    durable_next: 0,
+                    seq: Seq(first + i as u64),
+                    epoch: Epoch(epoch),
+                    durable_next: Seq(0),
                     kind,
                 },
                 payload: &payload,
@@ -597,7 +609,7 @@ mod tests {
             header,
             valid_end: pos as u64,
             data_end: pos as u64,
-            next_seq: first + n,
+            next_seq: Seq(first + n),
             records: n,
         };
         let last_epoch = match frames.last() {
@@ -613,8 +625,8 @@ mod tests {
                 dropped: Vec::new(),
                 torn: None,
                 repaired: None,
-                next_seq: first + n,
-                next_epoch: last_epoch,
+                next_seq: Seq(first + n),
+                next_epoch: last_epoch.map(Epoch),
                 records: n,
                 bytes,
             },
@@ -635,17 +647,17 @@ mod tests {
             .collect()
     }
 
+    fn ids(v: &[u32]) -> Vec<ShardId> {
+        v.iter().copied().map(ShardId).collect()
+    }
+
     fn run(scope: &Scope, ms: &Manifests, scans: Vec<Scanned>) -> Result<Plan> {
-        plan(
-            scope,
-            ms,
-            scans.into_iter().map(|s| (s.shard.0, s)).collect(),
-        )
+        plan(scope, ms, scans.into_iter().map(|s| (s.shard, s)).collect())
     }
 
     #[test]
     fn the_sealed_epoch_is_the_smallest_last_barrier_and_every_shard_is_cut_there() {
-        let scope = scope(LOG, None, &[0, 1], 2).unwrap();
+        let scope = scope(LOG, None, &ids(&[0, 1]), 2).unwrap();
         let mut a = epochs(5, 2);
         a.extend([F::Data(6), F::Data(6)]);
         let b = epochs(3, 1);
@@ -657,12 +669,12 @@ mod tests {
         .unwrap();
         assert_eq!(p.sealed, Epoch(3));
         // Shard 0 keeps epochs 1..=3 (3 × 3 frames), loses 2 epochs + 2 records.
-        let r0 = &p.shards[&0].cut.report;
+        let r0 = &p.shards[&ShardId(0)].cut.report;
         assert_eq!(
             (r0.next_seq, r0.cut_records, r0.epoch),
             (Seq(9), 8, Epoch(4))
         );
-        let r1 = &p.shards[&1].cut.report;
+        let r1 = &p.shards[&ShardId(1)].cut.report;
         assert_eq!(
             (r1.next_seq, r1.cut_records, r1.epoch),
             (Seq(6), 0, Epoch(4))
@@ -698,9 +710,9 @@ mod tests {
                 .collect(),
         };
         let ms = Manifests::from_found(LOG, [(7, Ok::<_, String>(m)), (8, Err("damaged".into()))]);
-        assert_eq!(ms.skipped, vec![(8, "damaged".to_string())]);
-        assert_eq!(ms.next_checkpoint, 9);
-        let scope = scope(LOG, None, &[0, 1], 2).unwrap();
+        assert_eq!(ms.skipped, vec![(CheckpointId(8), "damaged".to_string())]);
+        assert_eq!(ms.next_checkpoint, CheckpointId(9));
+        let scope = scope(LOG, None, &ids(&[0, 1]), 2).unwrap();
         let a = [F::Data(4), F::Commit(4, 150), F::Barrier(4), F::Data(5)];
         let b = [F::Data(4), F::Data(4)];
         let p = run(
@@ -717,9 +729,9 @@ mod tests {
         assert_eq!(p.report.checkpoint, Some(CheckpointId(7)));
         // Both shards are cut back to the replay position.
         for s in [0, 1] {
-            let r = &p.shards[&s].cut.report;
+            let r = &p.shards[&ShardId(s)].cut.report;
             assert_eq!(r.next_seq, Seq(6), "shard {s}");
-            assert_eq!(p.shards[&s].replay.from, Seq(6));
+            assert_eq!(p.shards[&ShardId(s)].replay.from, Seq(6));
         }
         // Offsets fall back to the manifest's commit: epoch 4's was cut.
         assert_eq!(p.cores[0].offsets[0].offset, 100);
@@ -728,7 +740,7 @@ mod tests {
 
     #[test]
     fn offsets_come_from_the_last_commit_at_or_before_the_seal() {
-        let scope = scope(LOG, None, &[0], 1).unwrap();
+        let scope = scope(LOG, None, &ids(&[0]), 1).unwrap();
         let f = [
             F::Commit(1, 10),
             F::Barrier(1),
@@ -745,9 +757,9 @@ mod tests {
 
     #[test]
     fn shrinking_retires_shards_that_no_longer_hold_the_seal_back() {
-        let four = Layout::implicit(LOG, &[0, 1, 2, 3]);
-        let scope = scope(LOG, Some(four.clone()), &[0, 1, 2, 3], 2).unwrap();
-        assert_eq!(scope.per_core, vec![vec![0, 2], vec![1, 3]]);
+        let four = Layout::implicit(LOG, &ids(&[0, 1, 2, 3]));
+        let scope = scope(LOG, Some(four.clone()), &ids(&[0, 1, 2, 3]), 2).unwrap();
+        assert_eq!(scope.per_core, vec![ids(&[0, 2]), ids(&[1, 3])]);
         let scans = (0..4)
             .map(|s| scanned(s, 0, None, &epochs(4 + s as u64, 1)))
             .collect();
@@ -766,9 +778,9 @@ mod tests {
         assert_eq!(p.cores[0].adopted[0].shard, ShardId(2));
         assert_eq!(p.cores[1].adopted[0].shard, ShardId(3));
         // Every shard, retired ones included, is cut at the seal.
-        assert_eq!(p.shards[&3].cut.report.cut_records, 6);
+        assert_eq!(p.shards[&ShardId(3)].cut.report.cut_records, 6);
         // The next start: retired shards do not count any more.
-        let scope = scope_after(&p, &[0, 1, 2, 3], 2);
+        let scope = scope_after(&p, &ids(&[0, 1, 2, 3]), 2);
         let scans = vec![
             scanned(0, 0, None, &epochs(9, 1)),
             scanned(1, 0, None, &epochs(8, 1)),
@@ -780,13 +792,19 @@ mod tests {
         assert!(!p.write_layout);
     }
 
-    fn scope_after(p: &Plan, present: &[u32], shards: u32) -> Scope {
+    fn scope_after(p: &Plan, present: &[ShardId], shards: u32) -> Scope {
         scope(LOG, Some(p.layout.clone()), present, shards).unwrap()
     }
 
     #[test]
     fn growing_joins_new_shards_at_the_seal() {
-        let scope = scope(LOG, Some(Layout::implicit(LOG, &[0, 1])), &[0, 1], 4).unwrap();
+        let scope = scope(
+            LOG,
+            Some(Layout::implicit(LOG, &ids(&[0, 1]))),
+            &ids(&[0, 1]),
+            4,
+        )
+        .unwrap();
         let scans = vec![
             scanned(0, 0, None, &epochs(6, 1)),
             scanned(1, 0, None, &epochs(5, 1)),
@@ -796,10 +814,10 @@ mod tests {
         let p = run(&scope, &Manifests::default(), scans).unwrap();
         assert_eq!(p.sealed, Epoch(5));
         assert_eq!(p.layout.joined, vec![0, 0, 5, 5]);
-        assert_eq!(p.shards[&2].cut.report.epoch, Epoch(6));
+        assert_eq!(p.shards[&ShardId(2)].cut.report.epoch, Epoch(6));
         // Next start: the new shards wrote nothing yet, and do not pull
         // the seal below their join epoch.
-        let scope = scope_after(&p, &[0, 1, 2, 3], 4);
+        let scope = scope_after(&p, &ids(&[0, 1, 2, 3]), 4);
         let scans = vec![
             scanned(0, 0, None, &epochs(7, 1)),
             scanned(1, 0, None, &epochs(7, 1)),
@@ -812,9 +830,9 @@ mod tests {
 
     #[test]
     fn an_unlisted_directory_with_records_is_refused_and_an_empty_one_adopted() {
-        let listed = Layout::implicit(LOG, &[0]);
-        let scope = scope(LOG, Some(listed), &[0, 3], 1).unwrap();
-        assert_eq!(scope.orphans, vec![3]);
+        let listed = Layout::implicit(LOG, &ids(&[0]));
+        let scope = scope(LOG, Some(listed), &ids(&[0, 3]), 1).unwrap();
+        assert_eq!(scope.orphans, ids(&[3]));
         let with_records = vec![
             scanned(0, 0, None, &epochs(2, 1)),
             scanned(3, 0, None, &epochs(1, 1)),
@@ -837,21 +855,21 @@ mod tests {
         let ms = Manifests::from_found(LOG, [(3, Ok::<_, String>(foreign))]);
         assert!(ms.newest().is_none());
         assert_eq!(ms.failed.len(), 1);
-        assert_eq!(ms.next_checkpoint, 4);
+        assert_eq!(ms.next_checkpoint, CheckpointId(4));
     }
 
     #[test]
     fn a_stray_shard_directory_is_an_error_not_an_allocation() {
-        let e = scope(LOG, None, &[0, 1, u32::MAX], 2).unwrap_err();
+        let e = scope(LOG, None, &[ShardId(0), ShardId(1), ShardId(u32::MAX)], 2).unwrap_err();
         assert!(e.to_string().contains("shard-4294967295"), "{e}");
-        let e = scope(LOG, None, &[0, 1, 99_999], 2).unwrap_err();
+        let e = scope(LOG, None, &ids(&[0, 1, 99_999]), 2).unwrap_err();
         assert!(e.to_string().contains("shard-99999"), "{e}");
         // Without LAYOUT the shards were created together: no gaps.
-        let e = scope(LOG, None, &[0, 1, 7], 2).unwrap_err();
+        let e = scope(LOG, None, &ids(&[0, 1, 7]), 2).unwrap_err();
         assert!(e.to_string().contains("shard 2 is missing"), "{e}");
         // With a layout, ids beyond the bound are refused too.
-        let l = Layout::implicit(LOG, &[0, 1]);
-        assert!(scope(LOG, Some(l.clone()), &[0, 1, 5000], 2).is_err());
-        assert!(scope(LOG, Some(l), &[0, 1], MAX_SHARDS + 1).is_err());
+        let l = Layout::implicit(LOG, &ids(&[0, 1]));
+        assert!(scope(LOG, Some(l.clone()), &ids(&[0, 1, 5000]), 2).is_err());
+        assert!(scope(LOG, Some(l), &ids(&[0, 1]), MAX_SHARDS + 1).is_err());
     }
 }

@@ -43,6 +43,7 @@ use crate::format::segment_header::{
     HEADER_USED, HeaderError, HeaderFault, RECORDS_START, SegmentHeader,
 };
 use crate::format::{BLOCK, FRAME_ALIGN, align_up, frame::RecordKind};
+use crate::ids::{Epoch, Seq, ShardId};
 use crate::io::window::{SegmentFrames, SliceWindow, Window, first_nonzero, ready};
 
 /// The bytes of one segment file, as read from disk.
@@ -70,7 +71,7 @@ pub struct ScannedSegment {
     /// everything in `valid_end..data_end` must be zeroed before writing on.
     pub data_end: u64,
     /// Sequence number after the segment's last record.
-    pub next_seq: u64,
+    pub next_seq: Seq,
     /// Records in the segment.
     pub records: u64,
 }
@@ -101,9 +102,9 @@ pub struct ScanOutcome {
     /// it was, what failed, and the bytes dropped from there on.
     pub repaired: Option<TornTail>,
     /// Sequence number for the next record.
-    pub next_seq: u64,
+    pub next_seq: Seq,
     /// Epoch for the next record (last record's epoch, or +1 after a barrier).
-    pub next_epoch: Option<u64>,
+    pub next_epoch: Option<Epoch>,
     /// Records recovered.
     pub records: u64,
     /// Bytes of frames recovered.
@@ -127,7 +128,7 @@ pub struct Expect {
     /// The log's id.
     pub log_id: [u8; 16],
     /// The shard.
-    pub shard: u32,
+    pub shard: ShardId,
     /// Bound on payload lengths.
     pub max_payload: usize,
 }
@@ -150,7 +151,7 @@ pub(crate) fn check_identity(
     h: &SegmentHeader,
     index: u64,
     log_id: [u8; 16],
-    shard: u32,
+    shard: ShardId,
 ) -> Result<(), CorruptionCause> {
     if h.log_id != log_id {
         return Err(CorruptionCause::ForeignLog);
@@ -183,10 +184,10 @@ pub struct Stop {
     path: PathBuf,
     offset: usize,
     cause: CorruptionCause,
-    expected: Option<u64>,
+    expected: Option<Seq>,
     here_nonzero: bool,
     cut_bytes: u64,
-    vouch: u64,
+    vouch: Seq,
     later_valid_header: bool,
     later_nonzero: bool,
     /// The first segment at or after the stop whose header is damaged.
@@ -212,7 +213,7 @@ fn damaged_header(head: &[u8]) -> Option<HeaderFault> {
 pub struct Scanner {
     exp: Expect,
     out: ScanOutcome,
-    expected: Option<u64>,
+    expected: Option<Seq>,
 }
 
 impl Scanner {
@@ -225,7 +226,7 @@ impl Scanner {
                 dropped: Vec::new(),
                 torn: None,
                 repaired: None,
-                next_seq: 0,
+                next_seq: Seq(0),
                 next_epoch: None,
                 records: 0,
                 bytes: 0,
@@ -270,10 +271,10 @@ impl Scanner {
         let damaged = damaged_header(head);
         let header = check_header(head, index, &exp);
         let (p, cause, vouch, last_nonzero) = match header {
-            Err(cause) => (0, cause, 0, win.finish().await?),
+            Err(cause) => (0, cause, Seq(0), win.finish().await?),
             Ok(h) if self.expected.is_some_and(|e| e != h.first_seq) => {
                 let cause = CorruptionCause::SegmentStartsElsewhere {
-                    expected: self.expected.unwrap_or(0),
+                    expected: self.expected.unwrap_or_default(),
                     found: h.first_seq,
                 };
                 let (vouch, _) = vouch_scan(win, 0, &h, &exp).await?;
@@ -284,7 +285,7 @@ impl Scanner {
                 let mut e = h.first_seq;
                 let mut pos = RECORDS_START as u64;
                 let mut records = 0;
-                let mut epoch = self.out.next_epoch.unwrap_or(0).max(h.first_epoch);
+                let mut epoch = self.out.next_epoch.unwrap_or_default().max(h.first_epoch);
                 let why = loop {
                     match frames.decode(win, pos).await? {
                         Decoded::Frame(f) if f.meta.seq == e && f.meta.epoch < epoch => {
@@ -296,12 +297,12 @@ impl Scanner {
                         }
                         Decoded::Frame(f) if f.meta.seq == e => {
                             on_frame(&f, index, pos as usize);
-                            e += 1;
+                            e = e.next();
                             records += 1;
                             self.out.bytes += f.len as u64;
                             pos += f.len as u64;
                             epoch = if f.meta.kind == RecordKind::Barrier {
-                                f.meta.epoch + 1
+                                f.meta.epoch.next()
                             } else {
                                 f.meta.epoch
                             };
@@ -416,7 +417,7 @@ impl Scanner {
                     bytes: stop.cut_bytes,
                 });
                 self.out.dropped = stop.dropped;
-                self.out.next_seq = stop.expected.unwrap_or(0);
+                self.out.next_seq = stop.expected.unwrap_or_default();
                 Ok(self.out.clone())
             }
             None => Ok(self.torn_or_clean(stop)),
@@ -431,7 +432,7 @@ impl Scanner {
             // segment means the log had durable data beyond it.
             None => stop.later_valid_header,
         };
-        let e = stop.expected.unwrap_or(0);
+        let e = stop.expected.unwrap_or_default();
         if damaged {
             return Some(Corrupt {
                 path: stop.path.clone(),
@@ -451,7 +452,7 @@ impl Scanner {
 
     /// A stop that is not corruption: a torn tail or a clean end (rows 4–5).
     fn torn_or_clean(&mut self, stop: Stop) -> ScanOutcome {
-        let e = stop.expected.unwrap_or(0);
+        let e = stop.expected.unwrap_or_default();
         if stop.here_nonzero || stop.later_nonzero {
             self.out.torn = Some(TornTail {
                 path: stop.path,
@@ -492,7 +493,7 @@ impl Stop {
         let header = check_header(head, index, exp).ok();
         let vouch = match &header {
             Some(h) => vouch_scan(win, 0, h, exp).await?.0,
-            None => 0,
+            None => Seq(0),
         };
         let end = align_up(win.finish().await? as usize, BLOCK) as u64;
         self.cut_bytes += end;
@@ -520,10 +521,10 @@ async fn vouch_scan<W: Window>(
     stop: u64,
     h: &SegmentHeader,
     exp: &Expect,
-) -> Result<(u64, bool), W::Error> {
+) -> Result<(Seq, bool), W::Error> {
     let frames = SegmentFrames::new(h, exp.max_payload);
     let lim = h.segment_size;
-    let mut best = 0;
+    let mut best = Seq(0);
     let mut nonzero = false;
     let mut pos = (stop + FRAME_ALIGN as u64).max(RECORDS_START as u64);
     let skip = |k: usize| (((k - FRAME_HEADER) / FRAME_ALIGN + 1) * FRAME_ALIGN) as u64;
@@ -580,10 +581,10 @@ mod tests {
     fn segment(n: u64, vouch: impl Fn(u64) -> u64) -> (Vec<u8>, Vec<usize>) {
         let h = SegmentHeader {
             log_id: LOG,
-            shard: 0,
+            shard: ShardId(0),
             index: 0,
-            first_seq: 0,
-            first_epoch: 1,
+            first_seq: Seq(0),
+            first_epoch: Epoch(1),
             nonce: 5,
             segment_size: 64 << 10,
         };
@@ -594,9 +595,9 @@ mod tests {
         for i in 0..n {
             let payload = [i as u8; 20];
             let meta = FrameMeta {
-                seq: i,
-                epoch: 1,
-                durable_next: vouch(i),
+                seq: Seq(i),
+                epoch: Epoch(1),
+                durable_next: Seq(vouch(i)),
                 kind: RecordKind::Data,
             };
             starts.push(pos);
@@ -610,7 +611,7 @@ mod tests {
     fn exp() -> Expect {
         Expect {
             log_id: LOG,
-            shard: 0,
+            shard: ShardId(0),
             max_payload: 1 << 20,
         }
     }
@@ -639,7 +640,7 @@ mod tests {
         let (mut b, starts) = segment(10, |_| 0);
         b[starts[5]..starts[5] + 40].fill(0);
         let o = run(&b).unwrap();
-        assert_eq!(o.next_seq, 5);
+        assert_eq!(o.next_seq, Seq(5));
         assert!(o.torn.is_some());
     }
 
@@ -647,6 +648,6 @@ mod tests {
     fn zeros_to_the_end_are_a_clean_end() {
         let (b, _) = segment(10, |i| i);
         let o = run(&b).unwrap();
-        assert_eq!((o.next_seq, o.torn), (10, None));
+        assert_eq!((o.next_seq, o.torn), (Seq(10), None));
     }
 }

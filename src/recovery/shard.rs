@@ -73,7 +73,7 @@ pub(crate) struct Resume<F> {
 pub(crate) struct Recovered<F> {
     pub report: ShardRecovery,
     /// (index, first seq, path) of every kept segment, in order.
-    pub kept: Vec<(u64, u64, PathBuf)>,
+    pub kept: Vec<(u64, Seq, PathBuf)>,
     pub resume: Option<Resume<F>>,
     pub max_index: Option<u64>,
 }
@@ -101,7 +101,7 @@ pub struct SkippedSegment {
     /// Segment index.
     pub index: u64,
     /// Its first sequence number (from its header).
-    pub first_seq: u64,
+    pub first_seq: Seq,
     /// The file.
     pub path: PathBuf,
 }
@@ -133,7 +133,7 @@ pub struct Scanned {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CutPoint {
     /// Sequence number of the first record dropped.
-    pub seq: u64,
+    pub seq: Seq,
     /// Index of the segment where it starts.
     pub segment: u64,
     /// Its byte offset in that segment.
@@ -146,7 +146,7 @@ pub struct ScanOptions {
     /// The replay position (a checkpoint's): leading segments wholly
     /// before it are skipped unread, and the summary counts epochs and
     /// records from it on.
-    pub from_seq: Option<u64>,
+    pub from_seq: Option<Seq>,
     /// Cut mid-log corruption like a torn tail instead of refusing it
     /// (reported in [`ScanOutcome::repaired`]).
     pub repair: bool,
@@ -165,7 +165,7 @@ pub async fn scan<S: Storage>(
     mut on_frame: impl FnMut(&Frame<'_>, u64, usize) -> bool,
 ) -> Result<Scanned> {
     let started = Instant::now();
-    let shard = ShardId(exp.shard);
+    let shard = exp.shard;
     let names = match storage.list(dir).await {
         Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -194,7 +194,7 @@ pub async fn scan<S: Storage>(
         }
         if !firsts.is_empty() {
             let head = read_head(storage, &dir.join(&segs[0].1)).await?;
-            let first0 = first_of(&head).unwrap_or(0);
+            let first0 = first_of(&head).unwrap_or_default();
             let starts = std::iter::once(first0).chain(firsts.iter().copied());
             skipped = segs
                 .drain(..firsts.len())
@@ -207,7 +207,7 @@ pub async fn scan<S: Storage>(
                 .collect();
         }
     }
-    let mut summary = ScanSummary::new(opts.from_seq.unwrap_or(0));
+    let mut summary = ScanSummary::new(opts.from_seq.unwrap_or_default());
     let mut scanner = Scanner::new(exp);
     let halted = Cell::new(false);
     let mut frame = |f: &Frame<'_>, seg: u64, off: usize| {
@@ -297,7 +297,7 @@ pub struct ShardCut {
 /// scan's outcome), and with `cut`, cut on purpose at that frame
 /// (everything from it on is dropped, e.g. records of unsealed epochs).
 /// `epoch_after`, if given, is the epoch the writer resumes in. Pure.
-pub fn decide(scanned: Scanned, cut: Option<CutPoint>, epoch_after: Option<u64>) -> ShardCut {
+pub fn decide(scanned: Scanned, cut: Option<CutPoint>, epoch_after: Option<Epoch>) -> ShardCut {
     let Scanned {
         shard,
         dir,
@@ -313,7 +313,7 @@ pub fn decide(scanned: Scanned, cut: Option<CutPoint>, epoch_after: Option<u64>)
         && c.seq < outcome.next_seq
         && let Some(k) = outcome.kept.iter().position(|s| s.index == c.segment)
     {
-        cut_records = outcome.next_seq - c.seq;
+        cut_records = outcome.next_seq.0 - c.seq.0;
         // Frame bytes dropped: the rest of segment k, and all of later ones.
         let rs = RECORDS_START as u64;
         let cut_bytes = outcome.kept[k].valid_end.saturating_sub(c.offset.max(rs))
@@ -341,13 +341,8 @@ pub fn decide(scanned: Scanned, cut: Option<CutPoint>, epoch_after: Option<u64>)
         torn: outcome.torn.clone(),
         repaired: outcome.repaired.clone(),
         removed_segments: outcome.dropped.len(),
-        next_seq: Seq(outcome.next_seq),
-        epoch: Epoch(
-            outcome
-                .next_epoch
-                .unwrap_or(Epoch::FIRST.0)
-                .max(Epoch::FIRST.0),
-        ),
+        next_seq: outcome.next_seq,
+        epoch: outcome.next_epoch.unwrap_or(Epoch::FIRST).max(Epoch::FIRST),
         elapsed: Duration::ZERO,
         cut_records,
         epochs_seen: summary.barriers_since_from + 1,
@@ -514,7 +509,7 @@ mod tests {
         let log_id = crate::log_dir::load(sim, Path::new(LOG)).await?;
         let exp = Expect {
             log_id,
-            shard: 0,
+            shard: ShardId(0),
             max_payload: crate::format::MAX_RECORD_HARD,
         };
         let dir = crate::segment::shard_dir(Path::new(LOG), ShardId(0));
@@ -524,8 +519,8 @@ mod tests {
     /// Cut at epoch 3; apply, letting only `halt` changes through.
     async fn recover(sim: &SimStorage, halt: Option<u64>) -> Result<ShardRecovery> {
         let sc = scan_of(sim).await?;
-        let at = sc.summary.cut_for(3);
-        let cut = decide(sc, at, Some(4));
+        let at = sc.summary.cut_for(Epoch(3));
+        let cut = decide(sc, at, Some(Epoch(4)));
         if let Some(h) = halt {
             sim.halt_after(h);
         }

@@ -14,7 +14,7 @@ use std::path::Path;
 use crate::checkpoint::payloads::{self, CommitRecord};
 use crate::error::{CorruptionCause, Error, Result};
 use crate::format::frame::{Frame, RecordKind};
-use crate::ids::ShardId;
+use crate::ids::{Epoch, Seq, ShardId};
 use crate::segment::segment_name;
 
 use super::shard::CutPoint;
@@ -23,13 +23,13 @@ use super::shard::CutPoint;
 #[derive(Debug, Clone, Default)]
 pub struct ScanSummary {
     /// For every barrier seen: its epoch and the point just after it.
-    pub barriers: Vec<(u64, CutPoint)>,
+    pub barriers: Vec<(Epoch, CutPoint)>,
     /// The first frame seen at or after the replay position.
     pub from_point: Option<CutPoint>,
     /// The last commit record of each epoch seen, in epoch order.
     pub commits: Vec<CommitRecord>,
     /// The replay position (frames before it are not of interest).
-    pub from_seq: u64,
+    pub from_seq: Seq,
     /// Barriers seen at or after the replay position.
     pub barriers_since_from: u64,
     /// The first commit record whose frame is valid but whose payload does
@@ -50,7 +50,7 @@ pub struct BadCommit {
 
 impl ScanSummary {
     /// A summary that starts paying attention at `from_seq`.
-    pub fn new(from_seq: u64) -> ScanSummary {
+    pub fn new(from_seq: Seq) -> ScanSummary {
         ScanSummary {
             from_seq,
             ..ScanSummary::default()
@@ -75,7 +75,7 @@ impl ScanSummary {
                 self.barriers.push((
                     f.meta.epoch,
                     CutPoint {
-                        seq: f.meta.seq + 1,
+                        seq: f.meta.seq.next(),
                         segment,
                         offset: (offset + f.len) as u64,
                     },
@@ -121,7 +121,7 @@ impl ScanSummary {
 
     /// The highest epoch whose barrier this shard holds durably
     /// (`floor`: what the checkpoint already proves).
-    pub fn last_barrier(&self, floor: u64) -> u64 {
+    pub fn last_barrier(&self, floor: Epoch) -> Epoch {
         self.barriers.last().map_or(floor, |(e, _)| (*e).max(floor))
     }
 
@@ -129,7 +129,7 @@ impl ScanSummary {
     /// at or before `sealed`: `barrier(sealed)` itself on a shard that wrote
     /// every epoch, an older one on a shard that was retired, or that
     /// joined, with no barrier written since.
-    pub fn cut_for(&self, sealed: u64) -> Option<CutPoint> {
+    pub fn cut_for(&self, sealed: Epoch) -> Option<CutPoint> {
         if let Some((_, p)) = self.barriers.iter().rev().find(|(e, _)| *e <= sealed) {
             return Some(*p);
         }
@@ -139,8 +139,8 @@ impl ScanSummary {
     }
 
     /// The commit record that holds for `sealed`.
-    pub fn commit_for(&self, sealed: u64) -> Option<&CommitRecord> {
-        self.commits.iter().rev().find(|c| c.epoch <= sealed)
+    pub fn commit_for(&self, sealed: Epoch) -> Option<&CommitRecord> {
+        self.commits.iter().rev().find(|c| c.epoch <= sealed.0)
     }
 }
 
@@ -152,9 +152,9 @@ mod tests {
     fn frame(seq: u64, kind: RecordKind, payload: &[u8]) -> Frame<'_> {
         Frame {
             meta: FrameMeta {
-                seq,
-                epoch: 3,
-                durable_next: 0,
+                seq: Seq(seq),
+                epoch: Epoch(3),
+                durable_next: Seq(0),
                 kind,
             },
             payload,
@@ -169,7 +169,7 @@ mod tests {
             ..CommitRecord::default()
         })
         .unwrap();
-        let mut s = ScanSummary::new(0);
+        let mut s = ScanSummary::new(Seq(0));
         s.observe(&frame(7, RecordKind::Commit, &good), 2, 4096);
         assert!(s.check(ShardId(1), Path::new("d")).is_ok());
         s.observe(&frame(8, RecordKind::Commit, &[0xff; 24]), 2, 4200);
@@ -182,7 +182,11 @@ mod tests {
                 offset,
                 cause: CorruptionCause::InvalidPayload { seq, .. },
             }) => {
-                assert_eq!((shard, offset, seq), (ShardId(1), 4200, 8), "the first one");
+                assert_eq!(
+                    (shard, offset, seq),
+                    (ShardId(1), 4200, Seq(8)),
+                    "the first one"
+                );
                 assert_eq!(segment, Path::new("d").join(segment_name(2)));
             }
             other => panic!("{other:?}"),

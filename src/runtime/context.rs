@@ -11,7 +11,7 @@ use crate::checkpoint::{ShardCheckpoint, snapshot};
 use crate::control::{Ack, BarrierRequest, ControlEvent, ShardRx, ToShard};
 use crate::error::{Error, Result};
 use crate::format::frame::RecordKind;
-use crate::ids::{Lsn, Seq, ShardId};
+use crate::ids::{CheckpointId, Lsn, Seq, ShardId};
 use crate::io::Storage;
 use crate::recovery::ShardRecovery;
 use crate::writer::ShardLog;
@@ -138,7 +138,9 @@ impl<S: Storage> ShardContext<S> {
                     glommio::spawn_local(async move {
                         // A failure here leaves extra files, never lost data;
                         // it is retried by the next truncation.
-                        let _ = me.truncate(before, keep_snapshots_from).await;
+                        if let Err(e) = me.truncate(before, keep_snapshots_from).await {
+                            tracing::warn!(shard = me.shard.0, error = %e, "truncation failed; retried at the next checkpoint");
+                        }
                     })
                     .detach();
                 }
@@ -146,7 +148,7 @@ impl<S: Storage> ShardContext<S> {
         }
     }
 
-    async fn truncate(&self, before: Seq, keep_snapshots_from: u64) -> Result<()> {
+    async fn truncate(&self, before: Seq, keep_snapshots_from: CheckpointId) -> Result<()> {
         self.log.truncate_before(before).await?;
         let storage = self.log.storage();
         let dir = self.log.dir();
@@ -157,7 +159,7 @@ impl<S: Storage> ShardContext<S> {
         let mut removed = false;
         for n in names {
             if let Some(id) = snapshot::parse_snapshot_name(&n)
-                && id < keep_snapshots_from
+                && id < keep_snapshots_from.0
             {
                 let p = dir.join(&n);
                 storage

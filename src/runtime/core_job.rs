@@ -22,7 +22,7 @@ use crate::checkpoint::CommitRecord;
 use crate::config::ShardConfig;
 use crate::control::{self, ControlEvent};
 use crate::error::{Error, Result};
-use crate::ids::ShardId;
+use crate::ids::{Seq, ShardId};
 use crate::io::{Storage, StorageFile};
 use crate::recovery::Expect;
 use crate::recovery::plan::ReplayPlan;
@@ -45,7 +45,7 @@ pub(super) struct CoreJob {
     pub shard_count: usize,
     /// Shards to recover on this core (its own first) and, for each, the
     /// checkpoint's replay position.
-    pub shards: Vec<(u32, Option<u64>)>,
+    pub shards: Vec<(ShardId, Option<Seq>)>,
     pub log_dir: PathBuf,
     pub log_id: [u8; 16],
     pub cfg: ShardConfig,
@@ -54,8 +54,8 @@ pub(super) struct CoreJob {
     pub control: control::ShardRx,
     pub go: Receiver<Go>,
     pub acks: Sender<control::Ack>,
-    pub scanned: Sender<(u32, Result<Scanned>)>,
-    pub ready: Sender<(u32, Result<ShardRecovery>)>,
+    pub scanned: Sender<(ShardId, Result<Scanned>)>,
+    pub ready: Sender<(ShardId, Result<ShardRecovery>)>,
     pub done: Sender<ShardId>,
 }
 
@@ -72,8 +72,8 @@ where
         done: job.done.clone(),
         shard: core,
     };
-    let fail = |shard: u32, e: &Error| Error::ShardFailed {
-        shard: ShardId(shard),
+    let fail = |shard: ShardId, e: &Error| Error::ShardFailed {
+        shard,
         what: "recovery".into(),
         cause: e.to_string(),
     };
@@ -82,7 +82,7 @@ where
     // its writer until it closes).
     let mut locks = Vec::with_capacity(job.shards.len());
     for &(s, from_seq) in &job.shards {
-        let sdir = crate::segment::shard_dir(&job.log_dir, ShardId(s));
+        let sdir = crate::segment::shard_dir(&job.log_dir, s);
         let exp = Expect {
             log_id: job.log_id,
             shard: s,

@@ -148,7 +148,7 @@ impl Runtime {
             futures_lite::future::block_on(crate::log_dir::load_or_init(&StdStorage, dir))?;
         let cores = available_cores();
         let n = cfg.shards.unwrap_or(cores.len().max(1));
-        if n == 0 || n > u32::MAX as usize {
+        if n == 0 || n > plan::MAX_SHARDS as usize {
             return Err(Error::Config(format!("{n} shards")));
         }
         let m = n as u32;
@@ -161,8 +161,9 @@ impl Runtime {
         let make_storage = Arc::new(make_storage);
         let f = Arc::new(f);
         let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
-        let (scan_tx, scan_rx) = crossbeam_channel::unbounded::<(u32, Result<Scanned>)>();
-        let (ready_tx, ready_rx) = crossbeam_channel::unbounded::<(u32, Result<ShardRecovery>)>();
+        let (scan_tx, scan_rx) = crossbeam_channel::unbounded::<(ShardId, Result<Scanned>)>();
+        let (ready_tx, ready_rx) =
+            crossbeam_channel::unbounded::<(ShardId, Result<ShardRecovery>)>();
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let mut txs = Vec::with_capacity(n);
         let mut gos = Vec::with_capacity(n);
@@ -259,7 +260,7 @@ impl Runtime {
         }
         planned.report.shards = recovered.into_values().collect();
         planned.report.elapsed = started.elapsed();
-        let sealed = planned.sealed.0;
+        let sealed = planned.sealed;
         let manifest = manifests.newest().cloned();
         let (coordinator, coord_thread) = coordinator::spawn(CoordinatorStart {
             shards: txs,
@@ -267,7 +268,7 @@ impl Runtime {
             cfg: cfg.coordinator.clone(),
             log_dir: dir.to_path_buf(),
             log_id,
-            next_epoch: sealed + 1,
+            next_epoch: sealed.next(),
             sealed,
             next_checkpoint: manifests.next_checkpoint,
             retained: manifests.retained,
@@ -440,13 +441,13 @@ impl Drop for Runtime {
 }
 
 /// The shard directories present in `dir`, ascending.
-fn shard_dirs_present(dir: &Path) -> Result<Vec<u32>> {
+fn shard_dirs_present(dir: &Path) -> Result<Vec<ShardId>> {
     let names = match crate::io::std_fs::list_dir(dir) {
         Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(Error::io("list", dir, e)),
     };
-    let mut v: Vec<u32> = names
+    let mut v: Vec<ShardId> = names
         .iter()
         .filter_map(|n| crate::segment::parse_shard_dir_name(n))
         .collect();
@@ -456,7 +457,7 @@ fn shard_dirs_present(dir: &Path) -> Result<Vec<u32>> {
 
 /// Wait for one result per shard from `expect` shards; the first error
 /// wins. A shard whose executor died counts as shut down.
-fn collect<T>(rx: &Receiver<(u32, Result<T>)>, expect: usize) -> Result<BTreeMap<u32, T>> {
+fn collect<T>(rx: &Receiver<(ShardId, Result<T>)>, expect: usize) -> Result<BTreeMap<ShardId, T>> {
     let mut out = BTreeMap::new();
     let mut first_err = None;
     for _ in 0..expect {

@@ -81,7 +81,7 @@ impl<S: Storage> Inner<S> {
     }
 
     /// Ask for every record below `upto` to become durable.
-    fn request_sync(&self, upto: u64) {
+    fn request_sync(&self, upto: Seq) {
         let mut st = self.st.borrow_mut();
         if upto > st.sync_requested {
             st.sync_requested = upto;
@@ -92,7 +92,7 @@ impl<S: Storage> Inner<S> {
 
     /// Put the records below `target` that still sit in the current buffer
     /// into a write job.
-    fn submit_unsealed(&self, target: u64) {
+    fn submit_unsealed(&self, target: Seq) {
         let mut st = self.st.borrow_mut();
         if st.submitted_next < target && st.seal_partial(&self.storage) {
             drop(st);
@@ -108,7 +108,7 @@ impl<S: Storage> Inner<S> {
         let seq = st.append_frame(&self.params, &self.storage, kind, payload)?;
         let epoch = st.epoch;
         if kind == RecordKind::Barrier {
-            st.epoch += 1;
+            st.epoch = st.epoch.next();
         }
         let rolled = st.stats.rolls != rolls;
         let queued = st.jobs.len() != jobs_before;
@@ -125,12 +125,12 @@ impl<S: Storage> Inner<S> {
             _ => false,
         };
         if sync_now {
-            self.request_sync(seq + 1);
+            self.request_sync(seq.next());
         }
         Ok(Lsn {
             shard: self.shard,
-            epoch: Epoch(epoch),
-            seq: Seq(seq),
+            epoch,
+            seq,
         })
     }
 
@@ -153,10 +153,11 @@ impl<S: Storage> Inner<S> {
         .await
     }
 
-    async fn wait_durable(&self, seq: u64) -> Result<()> {
+    /// Wait until every record below `upto` is durable.
+    async fn wait_durable_below(&self, upto: Seq) -> Result<()> {
         poll_fn(|cx| {
             let st = self.st.borrow();
-            if st.durable_next > seq {
+            if st.durable_next >= upto {
                 return Poll::Ready(Ok(()));
             }
             if let Err(e) = st.check_usable(self.shard) {
@@ -236,7 +237,7 @@ impl<S: Storage> ShardLog<S> {
         let lock = crate::lock::lock_shard(&storage, &dir).await?;
         let exp = Expect {
             log_id,
-            shard: shard.0,
+            shard,
             max_payload: crate::format::MAX_RECORD_HARD,
         };
         let opts = ScanOptions {
@@ -266,15 +267,15 @@ impl<S: Storage> ShardLog<S> {
         let report = rec.report.clone();
         let params = Params {
             log_id,
-            shard: shard.0,
+            shard,
             segment_size: cfg.segment_size,
             buffer_size: cfg.buffer_size,
             max_record: cfg.max_record_size,
         };
         let mut rng = SplitMix(crate::format::log_id::random_u64());
         let mut buf = storage.alloc_buf(cfg.buffer_size);
-        let next_seq = report.next_seq.0;
-        let mut segments: VecDeque<(u64, u64, Rc<Path>)> = rec
+        let next_seq = report.next_seq;
+        let mut segments: VecDeque<(u64, Seq, Rc<Path>)> = rec
             .kept
             .iter()
             .map(|(i, f, p)| (*i, *f, Rc::from(p.as_path())))
@@ -301,10 +302,10 @@ impl<S: Storage> ShardLog<S> {
                     .expect("preparation without a stop condition completes");
                 let header = SegmentHeader {
                     log_id,
-                    shard: shard.0,
+                    shard,
                     index,
                     first_seq: next_seq,
-                    first_epoch: report.epoch.0,
+                    first_epoch: report.epoch,
                     nonce: rng.next_u64(),
                     segment_size: cfg.segment_size,
                 };
@@ -326,7 +327,7 @@ impl<S: Storage> ShardLog<S> {
             poison: None,
             closed: false,
             next_seq,
-            epoch: report.epoch.0,
+            epoch: report.epoch,
             durable_next: next_seq,
             sync_requested: next_seq,
             submitted_next: next_seq,
@@ -441,7 +442,7 @@ impl<S: Storage> ShardLog<S> {
     /// `Interval` and (for barriers) `PerEpoch` a sync is already on its way;
     /// otherwise call [`ShardLog::sync`].
     pub async fn wait_durable(&self, lsn: Lsn) -> Result<()> {
-        self.inner().wait_durable(lsn.seq.0).await
+        self.inner().wait_durable_below(lsn.seq.next()).await
     }
 
     /// Make every record appended so far durable. Returns the durable watermark.
@@ -452,32 +453,32 @@ impl<S: Storage> ShardLog<S> {
             st.check_usable(inner.shard)?;
             st.next_seq
         };
-        if target == 0 {
-            return Ok(Seq(0));
+        if target == Seq(0) {
+            return Ok(target);
         }
         inner.request_sync(target);
-        inner.wait_durable(target - 1).await?;
-        Ok(Seq(target))
+        inner.wait_durable_below(target).await?;
+        Ok(target)
     }
 
     /// Every record with a sequence number below this is durable.
     pub fn durable_next(&self) -> Seq {
-        Seq(self.inner().st.borrow().durable_next)
+        self.inner().st.borrow().durable_next
     }
 
     /// True if the record at `lsn` is durable.
     pub fn is_durable(&self, lsn: Lsn) -> bool {
-        lsn.seq.0 < self.inner().st.borrow().durable_next
+        lsn.seq < self.inner().st.borrow().durable_next
     }
 
     /// The sequence number the next record will get.
     pub fn next_seq(&self) -> Seq {
-        Seq(self.inner().st.borrow().next_seq)
+        self.inner().st.borrow().next_seq
     }
 
     /// The current epoch (that of the next record).
     pub fn epoch(&self) -> Epoch {
-        Epoch(self.inner().st.borrow().epoch)
+        self.inner().st.borrow().epoch
     }
 
     /// Counters since open.
@@ -507,7 +508,7 @@ impl<S: Storage> ShardLog<S> {
             .borrow()
             .segments
             .iter()
-            .map(|(i, f, _)| (*i, Seq(*f)))
+            .map(|(i, f, _)| (*i, *f))
             .collect()
     }
 
@@ -520,7 +521,7 @@ impl<S: Storage> ShardLog<S> {
             let mut st = inner.st.borrow_mut();
             st.check_usable(inner.shard)?;
             let mut v = Vec::new();
-            while st.segments.len() >= 2 && st.segments[1].1 <= seq.0 {
+            while st.segments.len() >= 2 && st.segments[1].1 <= seq {
                 if let Some((_, _, p)) = st.segments.pop_front() {
                     v.push(p);
                 }

@@ -20,6 +20,7 @@ use crate::format::frame::{
 use crate::format::seed::SegmentSeed;
 use crate::format::segment_header::{RECORDS_START, SegmentHeader};
 use crate::format::{BLOCK, align_down, align_up};
+use crate::ids::{Epoch, Seq, ShardId};
 use crate::io::{IoBuf, Storage};
 use crate::rng::SplitMix;
 
@@ -50,7 +51,7 @@ pub(crate) enum Job<S: Storage> {
         path: Rc<Path>,
         buf: S::Buf,
         pos: u64,
-        end_seq: u64,
+        end_seq: Seq,
         after_prev: bool,
         /// The buffer is a pool buffer trimmed at a segment roll.
         from_roll: bool,
@@ -79,16 +80,16 @@ pub struct WriterStats {
 pub(crate) struct State<S: Storage> {
     pub poison: Option<String>,
     pub closed: bool,
-    pub next_seq: u64,
-    pub epoch: u64,
+    pub next_seq: Seq,
+    pub epoch: Epoch,
     /// Every seq below this is durable.
-    pub durable_next: u64,
+    pub durable_next: Seq,
     /// A sync of every seq below this has been requested.
-    pub sync_requested: u64,
+    pub sync_requested: Seq,
     /// Every seq below this is in a submitted write job.
-    pub submitted_next: u64,
+    pub submitted_next: Seq,
     /// Every seq below this has been written (not necessarily synced).
-    pub written_next: u64,
+    pub written_next: Seq,
     pub seg: Segment<S>,
     pub buf: Option<S::Buf>,
     /// File offset of `buf[0]` (block-aligned).
@@ -101,7 +102,7 @@ pub(crate) struct State<S: Storage> {
     pub jobs: VecDeque<Job<S>>,
     pub next_segment: Option<Prepared<S>>,
     /// Every live segment of the shard: (index, first seq, path), oldest first.
-    pub segments: VecDeque<(u64, u64, Rc<Path>)>,
+    pub segments: VecDeque<(u64, Seq, Rc<Path>)>,
     pub last_written_file: Option<Rc<S::File>>,
     pub rng: SplitMix,
     pub stats: WriterStats,
@@ -110,7 +111,7 @@ pub(crate) struct State<S: Storage> {
 /// Immutable parameters the append path needs.
 pub(crate) struct Params {
     pub log_id: [u8; 16],
-    pub shard: u32,
+    pub shard: ShardId,
     pub segment_size: u64,
     pub buffer_size: usize,
     pub max_record: usize,
@@ -119,7 +120,7 @@ pub(crate) struct Params {
 const PAD: [u8; 8] = [0; 8];
 
 impl<S: Storage> State<S> {
-    pub(crate) fn check_usable(&self, shard: crate::ids::ShardId) -> Result<()> {
+    pub(crate) fn check_usable(&self, shard: ShardId) -> Result<()> {
         if let Some(cause) = &self.poison {
             return Err(Error::Poisoned {
                 shard,
@@ -141,7 +142,7 @@ impl<S: Storage> State<S> {
         storage: &S,
         kind: RecordKind,
         payload: &[u8],
-    ) -> Result<u64> {
+    ) -> Result<Seq> {
         if payload.len() > p.max_record {
             return Err(Error::RecordTooLarge {
                 len: payload.len(),
@@ -181,7 +182,7 @@ impl<S: Storage> State<S> {
                 payload,
             );
             self.buf_len += flen;
-            self.next_seq = seq + 1;
+            self.next_seq = seq.next();
             self.stats.records += 1;
             self.stats.bytes += flen as u64;
             return Ok(seq);
@@ -200,18 +201,18 @@ impl<S: Storage> State<S> {
                 done += n;
                 rest = &rest[n..];
                 if self.buf_len == p.buffer_size {
-                    let end_seq = if done == flen { seq + 1 } else { seq };
+                    let end_seq = if done == flen { seq.next() } else { seq };
                     self.seal_full(p, end_seq);
                 }
             }
         }
-        self.next_seq = seq + 1;
+        self.next_seq = seq.next();
         self.stats.records += 1;
         self.stats.bytes += flen as u64;
         Ok(seq)
     }
 
-    fn seal_full(&mut self, p: &Params, end_seq: u64) {
+    fn seal_full(&mut self, p: &Params, end_seq: Seq) {
         let buf = self.buf.take().expect("current buffer");
         let next = self.free.pop().expect("free buffer checked before framing");
         self.jobs.push_back(Job::Write {

@@ -23,6 +23,7 @@ use super::Inner;
 use super::state::{Job, Prepared};
 use super::wait::yield_now;
 use crate::config::SegmentPrepare;
+use crate::ids::Seq;
 use crate::io::{IoBuf, Storage, StorageFile};
 use crate::segment::segment_name;
 
@@ -35,7 +36,7 @@ struct InFlight<S: Storage> {
     path: Rc<Path>,
     pos: u64,
     len: usize,
-    end_seq: u64,
+    end_seq: Seq,
     from_roll: bool,
 }
 
@@ -236,7 +237,7 @@ pub(crate) async fn prepare_task<S: Storage>(inner: Rc<Inner<S>>) {
             let st = inner.st.borrow();
             let fill = st.buf_pos + st.buf_len as u64;
             !(st.closed || st.poison.is_some())
-                && opened_at > 0
+                && opened_at > Seq(0)
                 && st.next_seq == opened_at
                 && fill <= inner.params.segment_size / 2
         };

@@ -184,8 +184,8 @@ pub fn frames(dir: &Path, shard: u32) -> Vec<FrameAt> {
             out.push(FrameAt {
                 path: path.clone(),
                 offset: pos as u64,
-                seq: f.meta.seq,
-                epoch: f.meta.epoch,
+                seq: f.meta.seq.0,
+                epoch: f.meta.epoch.0,
                 kind: f.meta.kind,
                 payload_len: f.payload.len(),
             });

@@ -209,7 +209,7 @@ pub fn frames_in(bytes: &[u8]) -> Vec<FramePos> {
             pos,
             used: FRAME_HEADER + f.payload.len(),
             len: f.len,
-            seq: f.meta.seq,
+            seq: f.meta.seq.0,
             kind: f.meta.kind,
         });
         pos += f.len;

@@ -171,23 +171,23 @@ pub fn run(dir: &Path, o: &Options) -> CmdResult {
             break;
         }
         let scan = log.scan_shard(s, Some(o.from), &mut Progress::hidden(), |f, seg, off| {
-            if f.meta.seq < o.from {
+            if f.meta.seq.0 < o.from {
                 return true;
             }
             if o.limit.is_some_and(|l| printed >= l) {
                 return false;
             }
-            let lsn = format!("{s}/{}/{}", f.meta.epoch, f.meta.seq);
+            let lsn = format!("{s}/{}/{}", f.meta.epoch.0, f.meta.seq.0);
             let written = if o.json {
                 let (payload, encoding, truncated) = show_payload(f.payload, o.max_bytes);
                 let rec = RecordJson {
                     shard: s,
-                    epoch: f.meta.epoch,
-                    seq: f.meta.seq,
+                    epoch: f.meta.epoch.0,
+                    seq: f.meta.seq.0,
                     lsn: &lsn,
                     kind: kind_name(f.meta.kind),
                     len: f.payload.len(),
-                    durable_next: f.meta.durable_next,
+                    durable_next: f.meta.durable_next.0,
                     segment: shardwal::segment::segment_name(seg),
                     offset: off,
                     value: decoded(f).and_then(|(_, v)| v),

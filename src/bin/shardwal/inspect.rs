@@ -13,6 +13,7 @@ use shardwal::checkpoint::snapshot::parse_snapshot_name;
 use shardwal::format::segment_header::HeaderError;
 use shardwal::recovery::ScanSummary;
 use shardwal::recovery::plan;
+use shardwal::{Epoch, Seq};
 
 use comfy_table::Table;
 use serde::Serialize;
@@ -88,9 +89,9 @@ pub fn shard_status(scan: &ShardScan) -> String {
 /// The sealed epoch recovery would compute (the planner's rule,
 /// [`plan::sealed_epoch`]), from each shard's scan. `views` are in
 /// `log.shards` order; `floor` is the newest valid checkpoint's epoch.
-pub fn sealed_epoch(log: &LogDir, views: &[ShardView], floor: u64) -> u64 {
+pub fn sealed_epoch(log: &LogDir, views: &[ShardView], floor: Epoch) -> Epoch {
     plan::sealed_epoch(&log.layout, floor, |s| {
-        let i = log.shards.iter().position(|x| *x == s)?;
+        let i = log.shards.iter().position(|x| *x == s.0)?;
         Some(views[i].summary.last_barrier(floor))
     })
 }
@@ -100,7 +101,7 @@ pub fn scan_all(log: &LogDir, progress: bool) -> Result<Vec<ShardView>, crate::F
     let mut prog = Progress::new("scanning", log.segment_bytes(&log.shards), progress);
     let mut views = Vec::new();
     for &s in &log.shards {
-        let mut summary = ScanSummary::new(0);
+        let mut summary = ScanSummary::new(Seq(0));
         let scan = log.scan_shard(s, None, &mut prog, |f, seg, off| {
             summary.observe(f, seg, off);
             true
@@ -317,8 +318,8 @@ impl ShardJson {
                     file: f.name.clone(),
                     size: f.len,
                     allocated: f.allocated,
-                    first_seq: h.ok().map(|h| h.first_seq),
-                    first_epoch: h.ok().map(|h| h.first_epoch),
+                    first_seq: h.ok().map(|h| h.first_seq.0),
+                    first_epoch: h.ok().map(|h| h.first_epoch.0),
                     segment_size: h.ok().map(|h| h.segment_size),
                     header: match h {
                         Ok(_) => None,
@@ -361,8 +362,8 @@ impl ShardJson {
             records: sc.records(),
             seq: sc.seq_range(),
             epoch: sc.epoch_range(),
-            last_barrier: v.summary.barriers.last().map(|(e, _)| *e),
-            next_seq: sc.outcome().map(|o| o.next_seq),
+            last_barrier: v.summary.barriers.last().map(|(e, _)| e.0),
+            next_seq: sc.outcome().map(|o| o.next_seq.0),
             status,
             problem,
             segments,
@@ -385,7 +386,7 @@ pub fn run(dir: &Path, json: bool) -> CmdResult {
     let views = scan_all(&log, !json)?;
     let newest = set.newest();
     let floor = set.floor();
-    let sealed = sealed_epoch(&log, &views, floor);
+    let sealed = sealed_epoch(&log, &views, floor).0;
     let (size, allocated, files) = log.disk_usage();
     let corrupt = views
         .iter()

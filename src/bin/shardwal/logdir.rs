@@ -25,7 +25,7 @@ use shardwal::recovery::plan::{self, Manifests, Scope};
 use shardwal::recovery::shard::{self as shard_scan, ScanOptions, Scanned};
 use shardwal::recovery::{Corrupt, Expect, ScanOutcome};
 use shardwal::segment::{parse_segment_name, shard_dir};
-use shardwal::{Error, Layout, ReadOnlyStorage, RecordKind, ShardId, Storage};
+use shardwal::{Error, Layout, ReadOnlyStorage, RecordKind, Seq, ShardId, Storage};
 
 use crate::output::progress::Progress;
 use crate::{EXIT_ERROR, Fail};
@@ -91,7 +91,7 @@ pub struct SegStats {
 
 impl SegStats {
     fn observe(&mut self, f: &Frame<'_>, offset: usize) {
-        let (s, e) = (f.meta.seq, f.meta.epoch);
+        let (s, e) = (f.meta.seq.0, f.meta.epoch.0);
         self.records += 1;
         self.bytes += f.len as u64;
         self.seq = Some(self.seq.map_or((s, s), |(a, _)| (a, s)));
@@ -223,13 +223,15 @@ impl LogDir {
         let mut shards: Vec<u32> = names
             .iter()
             .filter_map(|n| shardwal::segment::parse_shard_dir_name(n))
-            .filter(|i| shard_dir(path, ShardId(*i)).is_dir())
+            .filter(|i| shard_dir(path, *i).is_dir())
+            .map(|i| i.0)
             .collect();
         shards.sort_unstable();
         shards.dedup();
         let loaded = block_on(shardwal::layout::read(&ReadOnlyStorage, path, log_id))
             .map_err(|e| Fail::new(EXIT_ERROR, format!("{}: {e}", path.display())))?;
-        let scope = plan::own_scope(log_id, loaded, &shards)
+        let ids: Vec<ShardId> = shards.iter().copied().map(ShardId).collect();
+        let scope = plan::own_scope(log_id, loaded, &ids)
             .map_err(|e| Fail::new(EXIT_ERROR, format!("{}: {e}", path.display())))?;
         let layout = scope.old.clone();
         Ok(LogDir {
@@ -270,7 +272,7 @@ impl LogDir {
             .retained
             .iter()
             .map(|m| (m.checkpoint, Ok(m.clone())))
-            .chain(set.failed.iter().map(|(id, e)| (*id, Err(e.clone()))))
+            .chain(set.failed.iter().map(|(id, e)| (id.0, Err(e.clone()))))
             .map(|(id, result)| ManifestEntry {
                 id,
                 path: self
@@ -329,7 +331,7 @@ impl LogDir {
         let files = self.segment_files(s)?;
         let exp = Expect {
             log_id: self.log_id,
-            shard: s,
+            shard: ShardId(s),
             max_payload: MAX_RECORD_HARD,
         };
         let mut headers = Vec::with_capacity(files.len());
@@ -339,7 +341,7 @@ impl LogDir {
         let mut stats = vec![SegStats::default(); files.len()];
         let progress_base = progress.done();
         let opts = ScanOptions {
-            from_seq,
+            from_seq: from_seq.map(Seq),
             repair: false,
         };
         let scanned = block_on(shard_scan::scan(

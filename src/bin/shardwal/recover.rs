@@ -88,10 +88,12 @@ pub fn plan(log: &LogDir, progress: bool) -> Result<Report, Fail> {
     let started = Instant::now();
     let (_, manifests) = log.manifests()?;
     let scope = &log.scope;
-    let mut prog = Progress::new("scanning", log.segment_bytes(&scope.all), progress);
+    let all: Vec<u32> = scope.all.iter().map(|s| s.0).collect();
+    let mut prog = Progress::new("scanning", log.segment_bytes(&all), progress);
     let mut scans = BTreeMap::new();
     for &s in &scope.all {
-        let scan = log.scan_shard(s, manifests.replay_from(s), &mut prog, |_, _, _| true)?;
+        let from = manifests.replay_from(s).map(|q| q.0);
+        let scan = log.scan_shard(s.0, from, &mut prog, |_, _, _| true)?;
         match (scan.verdict, scan.scanned) {
             (Verdict::Corrupt(c), _) => {
                 return Err(Fail::new(
@@ -130,7 +132,7 @@ pub fn plan(log: &LogDir, progress: bool) -> Result<Report, Fail> {
     Ok(Report {
         sealed: planned.sealed.0,
         checkpoint: planned.report.checkpoint.map(|c| c.0),
-        skipped_manifests: planned.report.skipped_manifests.clone(),
+        skipped_manifests: skipped(&planned.report),
         shards,
         elapsed: started.elapsed(),
         segment_size,
@@ -156,11 +158,19 @@ impl From<&ShardRecovery> for ShardRow {
     }
 }
 
+/// The manifests recovery skipped, as (checkpoint id, why).
+fn skipped(r: &RecoveryReport) -> Vec<(u64, String)> {
+    r.skipped_manifests
+        .iter()
+        .map(|(id, why)| (id.0, why.clone()))
+        .collect()
+}
+
 fn from_runtime(r: &RecoveryReport) -> Report {
     Report {
         sealed: r.sealed.0,
         checkpoint: r.checkpoint.map(|c| c.0),
-        skipped_manifests: r.skipped_manifests.clone(),
+        skipped_manifests: skipped(r),
         shards: r.shards.iter().map(ShardRow::from).collect(),
         elapsed: r.elapsed,
         segment_size: None,

@@ -41,7 +41,7 @@ pub fn check(log: &LogDir, report: &mut Report, progress: bool) -> Result<Vec<Sh
                 bad.push(BadPayload {
                     segment,
                     offset,
-                    seq: f.meta.seq,
+                    seq: f.meta.seq.0,
                     problem,
                 });
             }
