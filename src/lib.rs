@@ -22,6 +22,7 @@ pub mod log_dir;
 pub mod merged;
 pub mod meta_file;
 pub mod reader;
+mod reply;
 pub mod recovery;
 pub mod rng;
 pub mod runtime;

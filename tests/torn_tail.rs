@@ -218,7 +218,7 @@ fn session_after_cut<S: Storage + Send + Copy>(
             opened: Ok(Recovered {
                 records: r.records,
                 next_seq: r.next_seq,
-                removed_segments: r.removed_segments,
+                removed_segments: r.removed.len(),
                 torn: r.torn.map(|t| (t.path, t.offset)),
             }),
         }

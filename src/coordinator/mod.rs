@@ -223,5 +223,5 @@ pub(crate) fn request_final_epoch(c: &Coordinator) -> Result<EpochTicket> {
 
 /// Ask the coordinator thread to shut down (used by the runtime).
 pub(crate) fn request_shutdown(c: &Coordinator) {
-    let _ = c.shared.cmd.send(Command::Shutdown);
+    crate::reply::send_or_gone(&c.shared.cmd, Command::Shutdown);
 }

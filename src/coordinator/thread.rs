@@ -118,7 +118,7 @@ impl CoordinatorThread {
                 recv(self.cmds) -> cmd => match cmd {
                     Ok(Command::Advance { checkpoint, reply }) => {
                         let r = self.issue(checkpoint);
-                        let _ = reply.send(r);
+                        crate::reply::send_or_gone(&reply, r);
                     }
                     Ok(Command::FinalEpoch { reply }) => {
                         // The last epoch goes to the engines themselves, so
@@ -133,7 +133,7 @@ impl CoordinatorThread {
                         for s in &self.shards {
                             s.send(ToShard::Event(ControlEvent::Shutdown));
                         }
-                        let _ = reply.send(r);
+                        crate::reply::send_or_gone(&reply, r);
                     }
                     Ok(Command::Shutdown) | Err(_) => {
                         if !shutting_down {
@@ -171,7 +171,11 @@ impl CoordinatorThread {
                         let ck = self.cfg.checkpoint_every.is_some_and(|k| {
                             self.epochs_since_checkpoint + 1 >= k.max(1)
                         });
-                        let _ = self.issue(ck);
+                        // A refused issue is the coordinator's own failure,
+                        // which every ticket and the next call already report.
+                        if let Err(error) = self.issue(ck) {
+                            tracing::debug!(%error, "no timed barrier: the coordinator has failed");
+                        }
                         next_tick = Some(t + d);
                     }
                 }
@@ -182,11 +186,11 @@ impl CoordinatorThread {
         let pending = std::mem::take(&mut self.pending);
         for (_, p) in pending {
             for w in p.waiters {
-                let _ = w.send(Err(Error::ShutDown));
+                crate::reply::send_or_gone(&w, Err(Error::ShutDown));
             }
             if let Some(c) = p.checkpoint {
                 for w in c.waiters {
-                    let _ = w.send(Err(Error::ShutDown));
+                    crate::reply::send_or_gone(&w, Err(Error::ShutDown));
                 }
             }
         }
@@ -344,6 +348,9 @@ impl CoordinatorThread {
             if let Some(err) = &pe.failed {
                 // A failed epoch can never seal, nor can any after it.
                 let err = clone_err(err);
+                if self.failed.is_none() {
+                    tracing::error!(epoch = epoch.0, error = %err, "epoch failed: no later epoch can seal");
+                }
                 self.failed.get_or_insert_with(|| clone_err(&err));
                 let Some(pe) = self.pending.remove(&epoch) else {
                     break;
@@ -359,9 +366,10 @@ impl CoordinatorThread {
             };
             // The watermark never goes backwards.
             self.shared.sealed.fetch_max(epoch.0, Ordering::AcqRel);
+            tracing::debug!(epoch = epoch.0, since_issue_us = pe.issued.elapsed().as_micros() as u64, "epoch sealed");
             for w in &pe.waiters {
                 // A waiter that gave up (dropped its ticket) needs no answer.
-                let _ = w.send(Ok(epoch));
+                crate::reply::send_or_gone(w, Ok(epoch));
             }
             if let Some(pc) = pe.checkpoint {
                 self.finish_checkpoint(epoch, pc);
@@ -387,8 +395,9 @@ impl CoordinatorThread {
                         what: format!("{} at {epoch}", pc.id),
                         cause: "acked the barrier without a checkpoint".into(),
                     };
+                    tracing::warn!(checkpoint = pc.id.0, epoch = epoch.0, error = %e, "checkpoint failed");
                     for w in pc.waiters {
-                        let _ = w.send(Err(clone_err(&e)));
+                        crate::reply::send_or_gone(&w, Err(clone_err(&e)));
                     }
                     return;
                 }
@@ -406,8 +415,9 @@ impl CoordinatorThread {
             Ok(p) => p,
             Err(e) => {
                 let msg = e.to_string();
+                tracing::warn!(checkpoint = pc.id.0, epoch = epoch.0, error = %msg, "checkpoint failed: its manifest was not written");
                 for w in pc.waiters {
-                    let _ = w.send(Err(Error::Io {
+                    crate::reply::send_or_gone(&w, Err(Error::Io {
                         op: "write manifest",
                         path: self.log_dir.clone(),
                         source: std::io::Error::other(msg.clone()),
@@ -416,6 +426,7 @@ impl CoordinatorThread {
                 return;
             }
         };
+        tracing::info!(checkpoint = pc.id.0, epoch = epoch.0, manifest = %path.display(), "checkpoint complete");
         self.retained.push_back(m);
         while self.retained.len() > self.cfg.keep_checkpoints.max(1) {
             if let Some(old) = self.retained.pop_front() {
@@ -453,7 +464,7 @@ impl CoordinatorThread {
         self.remove_unneeded_retired();
         for w in pc.waiters {
             // A waiter that gave up needs no answer.
-            let _ = w.send(Ok(CheckpointInfo {
+            crate::reply::send_or_gone(&w, Ok(CheckpointInfo {
                 id: pc.id,
                 epoch,
                 manifest: path.clone(),
@@ -490,11 +501,11 @@ impl CoordinatorThread {
 
 fn fail(pe: PendingEpoch, err: &Error) {
     for w in pe.waiters {
-        let _ = w.send(Err(clone_err(err)));
+        crate::reply::send_or_gone(&w, Err(clone_err(err)));
     }
     if let Some(c) = pe.checkpoint {
         for w in c.waiters {
-            let _ = w.send(Err(clone_err(err)));
+            crate::reply::send_or_gone(&w, Err(clone_err(err)));
         }
     }
 }

@@ -40,8 +40,9 @@ pub struct ShardRecovery {
     pub bytes: u64,
     /// The torn tail that was cut, if any.
     pub torn: Option<TornTail>,
-    /// Segment files removed (blank, torn, or after the cut).
-    pub removed_segments: usize,
+    /// Segment files removed (blank, short, torn, or after the cut), in
+    /// index order. Each removal is also logged (`tracing`, level info).
+    pub removed: Vec<PathBuf>,
     /// Sequence number of the next record.
     pub next_seq: Seq,
     /// Epoch of the next record.
@@ -90,7 +91,7 @@ pub(crate) async fn read_head<S: Storage>(
         .read_at(0, BLOCK)
         .await
         .map_err(|e| Error::io("read", path, e))?;
-    let _ = f.close().await;
+    crate::io::close_quietly(f, path).await;
     Ok(b)
 }
 
@@ -340,7 +341,7 @@ pub fn decide(scanned: Scanned, cut: Option<CutPoint>, epoch_after: Option<Epoch
         bytes: outcome.bytes,
         torn: outcome.torn.clone(),
         repaired: outcome.repaired.clone(),
-        removed_segments: outcome.dropped.len(),
+        removed: sorted_by_index(outcome.dropped.clone()),
         next_seq: outcome.next_seq,
         epoch: outcome.next_epoch.unwrap_or(Epoch::FIRST).max(Epoch::FIRST),
         elapsed: Duration::ZERO,
@@ -356,6 +357,15 @@ pub fn decide(scanned: Scanned, cut: Option<CutPoint>, epoch_after: Option<Epoch
         report,
         started,
     }
+}
+
+/// Segment paths in index order (names that do not parse go first).
+fn sorted_by_index(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    paths.sort_by_key(|p| {
+        p.file_name()
+            .and_then(|n| crate::segment::parse_segment_name(&n.to_string_lossy()))
+    });
+    paths
 }
 
 /// Carry out a [`ShardCut`]: remove the dropped segments (last first) and
@@ -378,12 +388,9 @@ pub(crate) async fn apply<S: Storage>(storage: &S, cut: ShardCut) -> Result<Reco
     // point leaves a prefix of the log (never a later segment whose frames
     // vouch for records that are zeroed), so the next recovery reaches the
     // same result.
-    let mut dropped = dropped;
-    dropped.sort_by_key(|p| {
-        p.file_name()
-            .and_then(|n| crate::segment::parse_segment_name(&n.to_string_lossy()))
-    });
+    let dropped = sorted_by_index(dropped);
     for p in dropped.iter().rev() {
+        tracing::info!(shard = report.shard.0, path = %p.display(), "removing a segment beyond the cut");
         storage
             .remove(p)
             .await
@@ -411,6 +418,13 @@ pub(crate) async fn apply<S: Storage>(storage: &S, cut: ShardCut) -> Result<Reco
         let have = keep.min(block.len());
         tail[..have].copy_from_slice(&block[..have]);
         if last.data_end > last.valid_end {
+            tracing::info!(
+                shard = report.shard.0,
+                path = %last.path.display(),
+                from = last.valid_end,
+                bytes = last.data_end - last.valid_end,
+                "zeroing the bytes past the cut"
+            );
             let len = (last.data_end - start) as usize;
             let mut buf = storage.alloc_buf(len);
             buf.as_mut_slice().fill(0);
@@ -442,6 +456,20 @@ pub(crate) async fn apply<S: Storage>(storage: &S, cut: ShardCut) -> Result<Reco
         });
     }
     report.elapsed = started.elapsed();
+    tracing::info!(
+        shard = report.shard.0,
+        segments = report.segments,
+        records = report.records,
+        bytes = report.bytes,
+        next_seq = report.next_seq.0,
+        epoch = report.epoch.0,
+        cut_records = report.cut_records,
+        removed_segments = report.removed.len(),
+        torn = report.torn.is_some(),
+        repaired = report.repaired.is_some(),
+        elapsed_ms = report.elapsed.as_secs_f64() * 1e3,
+        "shard recovered"
+    );
     Ok(Recovered {
         report,
         kept: skipped
@@ -540,7 +568,7 @@ mod tests {
             let whole = recover(&disk.crash(CrashMode::KeepAll, 0), None)
                 .await
                 .unwrap();
-            assert!(whole.removed_segments >= 3, "{whole:?}");
+            assert!(whole.removed.len() >= 3, "{whole:?}");
             let mut halts = 0;
             for h in 0.. {
                 let d = disk.crash(CrashMode::KeepAll, 0);

@@ -206,7 +206,7 @@ impl<S: Storage> ShardContext<S> {
         let r = self.barrier_inner(req, snapshot).await;
         match &r {
             Ok((lsn, part)) => {
-                let _ = self.acks.send(Ack::Barrier {
+                crate::reply::send_or_gone(&self.acks, Ack::Barrier {
                     shard: self.shard,
                     epoch: req.epoch,
                     checkpoint: part.clone(),
@@ -214,7 +214,7 @@ impl<S: Storage> ShardContext<S> {
                 Ok(*lsn)
             }
             Err(e) => {
-                let _ = self.acks.send(Ack::Failed {
+                crate::reply::send_or_gone(&self.acks, Ack::Failed {
                     shard: self.shard,
                     epoch: req.epoch,
                     cause: e.to_string(),

@@ -23,7 +23,7 @@ use crate::config::ShardConfig;
 use crate::control::{self, ControlEvent};
 use crate::error::{Error, Result};
 use crate::ids::{Seq, ShardId};
-use crate::io::{Storage, StorageFile};
+use crate::io::Storage;
 use crate::recovery::Expect;
 use crate::recovery::plan::ReplayPlan;
 use crate::recovery::shard::{self, ScanOptions, Scanned, ShardCut, ShardRecovery};
@@ -103,7 +103,7 @@ where
             },
         };
         let failed = scanned.as_ref().err().map(|e| fail(s, e));
-        let _ = job.scanned.send((s, scanned));
+        crate::reply::send_or_gone(&job.scanned, (s, scanned));
         if let Some(err) = failed {
             return Err(err);
         }
@@ -131,8 +131,10 @@ where
             drop(lock);
             match applied {
                 Ok(rec) => {
+                    // A retired shard is cut, not written: its kept
+                    // segment's file is only closed.
                     if let Some(r) = rec.resume {
-                        let _ = r.file.close().await;
+                        crate::io::close_quietly(r.file, &r.path).await;
                     }
                     Ok(rec.report)
                 }
@@ -141,13 +143,17 @@ where
         };
         match r {
             Ok(r) => {
-                let _ = job.ready.send((s, Ok(r)));
+                crate::reply::send_or_gone(&job.ready, (s, Ok(r)));
             }
             Err(e) => {
                 let err = fail(s, &e);
-                let _ = job.ready.send((s, Err(e)));
+                crate::reply::send_or_gone(&job.ready, (s, Err(e)));
                 if let Some(l) = log {
-                    let _ = l.close().await;
+                    // The start fails with `err`; a second failure while
+                    // closing the own shard's writer adds nothing to it.
+                    if let Err(error) = l.close().await {
+                        tracing::warn!(shard = s.0, %error, "closing a shard after a failed start");
+                    }
                 }
                 return Err(err);
             }
@@ -202,7 +208,7 @@ where
             cause: format!("panicked: {}", panic_message(&*panic)),
         }),
     };
-    let _ = job.done.send(core);
+    crate::reply::send_or_gone(&job.done, core);
     match (&r, auto_task) {
         // A failed engine's state is not trusted: every barrier from now on
         // fails, naming the shard, so no later epoch can seal.
@@ -238,11 +244,11 @@ impl Drop for DeathNotice {
         if std::thread::panicking() {
             // The receivers may be gone already (the runtime shut down):
             // then nobody is waiting for this notice.
-            let _ = self.acks.send(control::Ack::Dead {
+            crate::reply::send_or_gone(&self.acks, control::Ack::Dead {
                 shard: self.shard,
                 cause: "its executor panicked".into(),
             });
-            let _ = self.done.send(self.shard);
+            crate::reply::send_or_gone(&self.done, self.shard);
         }
     }
 }
@@ -266,7 +272,7 @@ async fn fail_barriers<S: Storage>(ctx: &Rc<ShardContext<S>>, poll: Duration, ca
             match ev {
                 ControlEvent::Barrier(req) => {
                     // The coordinator may have stopped listening (shutdown).
-                    let _ = ctx.acks.send(crate::control::Ack::Failed {
+                    crate::reply::send_or_gone(&ctx.acks, crate::control::Ack::Failed {
                         shard: ctx.shard,
                         epoch: req.epoch,
                         cause: format!("the engine failed: {cause}"),
@@ -291,14 +297,19 @@ async fn auto_barriers<S: Storage>(ctx: Rc<ShardContext<S>>, poll: Duration, che
         while let Some(ev) = ctx.poll_control() {
             match ev {
                 ControlEvent::Barrier(req) if req.checkpoint.is_some() && !checkpoints => {
-                    let _ = ctx.acks.send(crate::control::Ack::Failed {
+                    crate::reply::send_or_gone(&ctx.acks, crate::control::Ack::Failed {
                         shard: ctx.shard,
                         epoch: req.epoch,
                         cause: "the engine code has returned; it cannot snapshot its state".into(),
                     });
                 }
                 ControlEvent::Barrier(req) => {
-                    let _ = ctx.complete_barrier(req, None).await;
+                    // A failure has already gone to the coordinator as an
+                    // `Ack::Failed`, which fails the epoch; the shard is
+                    // poisoned and the engine learns it at its next call.
+                    if let Err(error) = ctx.complete_barrier(req, None).await {
+                        tracing::warn!(shard = ctx.shard.0, epoch = req.epoch.0, %error, "barrier failed");
+                    }
                 }
                 // The engine is told to return; keep answering barriers
                 // until the runtime has sealed the final epoch.

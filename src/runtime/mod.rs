@@ -225,10 +225,14 @@ impl Runtime {
                      handles: Vec<ExecutorJoinHandle<Result<()>>>,
                      e: Error| {
             for g in gos {
-                let _ = g.send(Go::Abort);
+                crate::reply::send_or_gone(g, Go::Abort);
             }
+            // The start fails with `e`; what the aborted executors
+            // return is a consequence of it.
             for h in handles {
-                let _ = h.join();
+                if let Ok(Err(error)) = h.join() {
+                    tracing::debug!(%error, "an executor aborted with the failed start");
+                }
             }
             Err(e)
         };
@@ -244,7 +248,7 @@ impl Runtime {
         // Phase 2: every core cuts its shards as planned.
         for (g, here) in gos.iter().zip(&scope.per_core) {
             let cuts = here.iter().map(|s| planned.shards[s].cut.clone()).collect();
-            let _ = g.send(Go::Cut(cuts));
+            crate::reply::send_or_gone(g, Go::Cut(cuts));
         }
         let recovered = match collect(&ready_rx, scope.all.len()) {
             Ok(r) => r,
@@ -260,6 +264,17 @@ impl Runtime {
         }
         planned.report.shards = recovered.into_values().collect();
         planned.report.elapsed = started.elapsed();
+        for (id, why) in &planned.report.skipped_manifests {
+            tracing::warn!(checkpoint = id.0, reason = %why, "skipped a checkpoint manifest");
+        }
+        tracing::info!(
+            dir = %dir.display(),
+            shards = planned.report.shards.len(),
+            sealed_epoch = planned.report.sealed.0,
+            checkpoint = planned.report.checkpoint.map(|c| c.0),
+            elapsed_ms = planned.report.elapsed.as_secs_f64() * 1e3,
+            "log recovered"
+        );
         let sealed = planned.sealed;
         let manifest = manifests.newest().cloned();
         let (coordinator, coord_thread) = coordinator::spawn(CoordinatorStart {
@@ -275,7 +290,7 @@ impl Runtime {
             layout: planned.layout,
         })?;
         for (g, core_plan) in gos.iter().zip(planned.cores) {
-            let _ = g.send(Go::Run(core_plan));
+            crate::reply::send_or_gone(g, Go::Run(core_plan));
         }
         Ok(Runtime {
             coordinator,
@@ -368,7 +383,11 @@ impl Runtime {
             if let Ok(t) = coordinator::request_final_epoch(&self.coordinator) {
                 // A failure here (a failed or stuck shard) is reported by
                 // the shard's own result below.
-                let _ = t.wait_timeout(deadline.saturating_duration_since(Instant::now()));
+                if let Err(error) =
+                    t.wait_timeout(deadline.saturating_duration_since(Instant::now()))
+                {
+                    tracing::debug!(%error, "the final epoch did not seal");
+                }
             }
             self.wait_engines(Some(deadline));
         }
@@ -384,7 +403,7 @@ impl Runtime {
             let tx = tx.clone();
             // One joiner per executor, so a stuck one delays no other.
             std::thread::spawn(move || {
-                let _ = tx.send((i, h.join()));
+                crate::reply::send_or_gone(&tx, (i, h.join()));
             });
         }
         let mut results: Vec<Option<Result<()>>> = (0..n).map(|_| None).collect();
@@ -422,11 +441,13 @@ impl Runtime {
         if let Some(t) = self.coord_thread.take() {
             let (tx, rx) = crossbeam_channel::bounded(1);
             std::thread::spawn(move || {
-                let _ = tx.send(t.join());
+                crate::reply::send_or_gone(&tx, t.join());
             });
             // A coordinator still waiting on a stuck shard is left behind
             // with it; its handles already answer `ShutDown`.
-            let _ = rx.recv_deadline(deadline);
+            if rx.recv_deadline(deadline).is_err() {
+                tracing::warn!("the coordinator thread did not stop in time; left behind");
+            }
         }
         first
     }
@@ -435,7 +456,10 @@ impl Runtime {
 impl Drop for Runtime {
     fn drop(&mut self) {
         if !self.shards.is_empty() || self.coord_thread.is_some() {
-            let _ = self.stop();
+            // Drop cannot return it; `stop` is the way to see it.
+            if let Err(error) = self.stop() {
+                tracing::error!(%error, "runtime dropped without stop(): shutdown failed");
+            }
         }
     }
 }

@@ -66,6 +66,7 @@ impl<S: Storage> Inner<S> {
         {
             let mut st = self.st.borrow_mut();
             if st.poison.is_none() {
+                tracing::error!(shard = self.shard.0, dir = %self.dir.display(), %cause, "shard poisoned: every later call fails");
                 st.poison = Some(cause);
             }
         }
@@ -541,6 +542,7 @@ impl<S: Storage> ShardLog<S> {
                 .sync_dir(&inner.dir)
                 .await
                 .map_err(|e| Error::io("directory fsync", &inner.dir, e))?;
+            tracing::info!(shard = inner.shard.0, below_seq = seq.0, segments = doomed.len(), "truncated the log");
         }
         Ok(doomed.len())
     }

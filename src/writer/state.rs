@@ -321,5 +321,7 @@ impl<S: Storage> State<S> {
         self.buf_pos = 0;
         self.buf_len = RECORDS_START;
         self.stats.rolls += 1;
+        // Once per segment, not per record.
+        tracing::debug!(shard = p.shard.0, index = self.seg.index, first_seq = self.next_seq.0, "rolled onto a new segment");
     }
 }

@@ -322,7 +322,10 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
             let mut off = 0;
             while off < size {
                 if stop() {
-                    let _ = file.close().await;
+                    // An unfinished preparation is abandoned: its blank
+                    // header reads as the end of the log, and the next
+                    // preparation of this index replaces it.
+                    crate::io::close_quietly(file, &path).await;
                     return Ok(None);
                 }
                 let n = file

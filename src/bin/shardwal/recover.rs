@@ -149,7 +149,7 @@ impl From<&ShardRecovery> for ShardRow {
             epochs: s.epochs_seen,
             torn: s.torn.clone(),
             cut_records: s.cut_records,
-            removed_segments: s.removed_segments,
+            removed_segments: s.removed.len(),
             next_seq: s.next_seq.0,
             epoch: s.epoch.0,
             replay: None,
