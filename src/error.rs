@@ -180,6 +180,11 @@ pub enum CorruptionCause {
     /// A frame failed its own checks (length, kind, padding, CRC, ...).
     #[error(transparent)]
     Frame(#[from] FrameFault),
+    /// A frame that was written whole (in a segment zeroed before use,
+    /// every sector it spans holds some of its bytes) fails its checks:
+    /// its bytes were damaged after they landed, not torn by a crash.
+    #[error("{0}, in a frame that was written whole: damaged, not torn")]
+    LandedFrameDamaged(FrameFault),
     /// A valid frame, but not the sequence number expected there.
     #[error("sequence gap: expected {expected}, found {found}")]
     SeqGap {

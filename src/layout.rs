@@ -269,10 +269,14 @@ pub(crate) fn remove_leftovers(dir: &Path) {
         if n.starts_with("shard-") && n.ends_with(REMOVING) {
             let path = dir.join(n);
             match std::fs::remove_dir_all(&path) {
-                Ok(()) => tracing::info!(path = %path.display(), "removed a retired shard left by a crash"),
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "removed a retired shard left by a crash")
+                }
                 // Harmless: the next start tries again, and a leftover is
                 // never read as a shard.
-                Err(error) => tracing::warn!(path = %path.display(), %error, "could not remove a retired shard's leftover directory"),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "could not remove a retired shard's leftover directory")
+                }
             }
         }
     }

@@ -5,9 +5,11 @@
 //! a header). Recovery refuses instead of cutting the log there.
 //!
 //! The vouching record is the close record of a clean close, or any record
-//! appended after a sync. Damage after the last vouched record (in the close
-//! record itself, or past the end of the log) is indistinguishable from a
-//! torn write and is cut as a torn tail, keeping every record before it.
+//! appended after a sync. Records that nothing vouches for (the last synced
+//! group, the close record) are protected by the segment's zeroing: a frame
+//! that landed whole, in a segment zeroed before use, and fails its checks
+//! is damage (docs/FORMAT.md §5). Bytes past the end of the log are cut as
+//! a torn tail, keeping every record before them.
 
 mod common;
 
@@ -190,17 +192,21 @@ fn random_bits_anywhere_in_vouched_records_are_reported_direct_io() {
         for _ in 0..400 {
             let k = rng.below(layout.segs.len() as u64) as usize;
             let (path, _, frames) = &layout.segs[k];
-            // Everything that was written, except the close record, which
-            // nothing after it vouches for.
-            let end = match k == last {
-                true => frames[frames.len() - 1].pos,
-                false => frames[frames.len() - 1].pos + frames[frames.len() - 1].len,
-            };
+            // Everything that was written, the close record too (nothing
+            // after it vouches for it, but it landed whole), except the
+            // close record's length field: made larger, it would run into
+            // the zeros after the log, like a torn write (FORMAT.md §5).
+            let close = frames[frames.len() - 1];
+            let end = close.pos + close.len;
+            let _ = last;
             let at = if rng.below(8) == 0 {
                 rng.below(HEADER_USED as u64) as usize
             } else {
                 frames[0].pos + rng.below((end - frames[0].pos) as u64) as usize
             };
+            if k == last && (close.pos + 4..close.pos + 8).contains(&at) {
+                continue;
+            }
             let bit = at * 8 + rng.below(8) as usize;
             let want = layout.owner(k, at);
             expect_corruption(&DmaStorage, &dir, path, bit, &want).await;
@@ -255,7 +261,66 @@ fn records_vouched_by_a_later_sync_are_protected_without_a_clean_close() {
 }
 
 #[test]
-fn damage_after_the_last_vouched_record_is_cut_as_a_torn_tail() {
+fn one_flipped_bit_in_the_last_synced_group_is_reported_as_corruption() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_path_buf();
+    // 100 records, sync, 60 more, sync, then drop without closing (like a
+    // crash after the sync returned): nothing vouches for records 100..160.
+    let d = dir.clone();
+    run("last-group-write", move || async move {
+        let log = ShardLog::open(StdStorage, &d, SHARD, config())
+            .await
+            .expect("open");
+        for seq in 0..160 {
+            assert_eq!(log.append(&rec(seq)).await.expect("append").seq, Seq(seq));
+            if seq == 99 {
+                assert_eq!(log.sync().await.expect("sync"), Seq(100));
+            }
+        }
+        assert_eq!(log.sync().await.expect("sync"), Seq(160));
+    });
+    run("last-group-flip", move || async move {
+        let layout = Layout::read(&dir);
+        let mut rng = SplitMix(common::test_seed("last_synced_group"));
+        let mut checked = 0;
+        for (path, bytes, frames) in &layout.segs {
+            assert!(common::segment_zeroed(bytes), "default segments are zeroed");
+            let written_end = frames.last().map_or(0, |f| f.pos + f.used);
+            for f in frames.iter().filter(|f| f.seq >= 100) {
+                // Header fields, and payload bytes.
+                let mut bits = vec![0, 3 * 8 + 7, 9 * 8 + 2, 17 * 8, 25 * 8 + 6, 32 * 8 + 1];
+                if f.used > 40 {
+                    bits.push((40 + rng.below((f.used - 40) as u64) as usize) * 8 + 3);
+                    bits.push((f.used - 1) * 8);
+                }
+                if f.pos + f.used + 1024 <= written_end {
+                    // A length field made larger (+1024): the frame then
+                    // runs into later frames' bytes, whole. (Run into the
+                    // zeros after the log, it looks torn: the window
+                    // FORMAT.md §5 names.)
+                    bits.push(5 * 8 + 2);
+                }
+                // A length field made smaller.
+                bits.push(4 * 8 + (0..8).find(|b| bytes[f.pos + 4] >> b & 1 == 1).unwrap_or(0));
+                for bit in bits {
+                    let at = f.pos * 8 + bit;
+                    expect_corruption(&StdStorage, &dir, path, at, &(path.clone(), f.pos as u64))
+                        .await;
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 400, "{checked} flips");
+        let log = ShardLog::open(StdStorage, &dir, SHARD, config())
+            .await
+            .expect("reopen undamaged");
+        assert_eq!(log.recovery().records, 160);
+        log.close().await.expect("close");
+    });
+}
+
+#[test]
+fn damage_past_the_last_record_is_cut_as_a_torn_tail_but_the_close_record_is_protected() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let base = tmp.path().to_path_buf();
     let original = base.join("original");
@@ -265,11 +330,18 @@ fn damage_after_the_last_vouched_record_is_cut_as_a_torn_tail() {
     let close = *frames.last().expect("close record");
     assert_eq!(close.kind, RecordKind::Close);
     let name = path.strip_prefix(&original).expect("inside the log");
-    // A bit in the close record, and a bit in the zeros after it.
-    for (case, bit, records) in [
-        ("close record", (close.pos + 9) * 8, 300),
-        ("past the end", (close.pos + close.len + 100) * 8 + 5, 301),
-    ] {
+    // A bit in the close record: it landed whole, so it is damage.
+    {
+        let dir = base.join("close-record");
+        common::copy_dir(&original, &dir);
+        let target = dir.join(name);
+        run("flip-close", move || async move {
+            let want = (target.clone(), close.pos as u64);
+            expect_corruption(&StdStorage, &dir, &target, (close.pos + 9) * 8, &want).await;
+        });
+    }
+    // A bit in the zeros after it.
+    for (case, bit, records) in [("past the end", (close.pos + close.len + 100) * 8 + 5, 301)] {
         let dir = base.join(case.replace(' ', "-"));
         common::copy_dir(&original, &dir);
         let target = dir.join(name);

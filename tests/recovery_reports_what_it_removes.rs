@@ -94,7 +94,10 @@ fn every_segment_file_recovery_removes_is_reported_and_logged() {
         .into_iter()
         .filter(|p| !data.contains(p))
         .collect();
-    assert!(doomed.contains(&empty) && doomed.contains(&short), "{doomed:?}");
+    assert!(
+        doomed.contains(&empty) && doomed.contains(&short),
+        "{doomed:?}"
+    );
 
     let report = {
         let dir = dir.clone();

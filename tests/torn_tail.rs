@@ -1,15 +1,18 @@
 //! Torn tail: cutting the last segment at every byte offset across its last
 //! records (including the close record that vouches for the whole log, and
-//! the header of a freshly rolled segment) is recovered as a torn tail,
-//! never as corruption. Recovery keeps exactly the records whose bytes are
-//! all before the cut, reports the cut where the first lost frame starts,
-//! and the log accepts and keeps new records afterwards.
+//! the header of a freshly rolled segment) is recovered as a torn tail when
+//! a crash could have left it. Recovery keeps exactly the records whose
+//! bytes are all before the cut, reports the cut where the first lost frame
+//! starts, and the log accepts and keeps new records afterwards.
 //!
 //! A cut is simulated two ways: truncating the file (`set_len`), and zeroing
-//! every byte from the cut on while keeping the file size (what a
-//! preallocated, zero-filled segment looks like after a write that never
-//! reached the disk). Both the std backend and the Direct I/O backend are
-//! exercised.
+//! every byte from the cut on while keeping the file size. Zeroing from a
+//! sector boundary is what a zero-filled segment looks like after a write
+//! that never reached the disk; zeroing from inside a sector, so that every
+//! sector a frame spans still holds some of its bytes, is a shape no crash
+//! leaves (sectors land whole), and in a segment zeroed before use it is
+//! reported as corruption (docs/FORMAT.md §5), like a partly zeroed header.
+//! Both the std backend and the Direct I/O backend are exercised.
 
 mod common;
 
@@ -29,6 +32,8 @@ const TAG: u64 = 0x70e2;
 /// No single call may take this long (a hang is a bug, not slowness).
 const LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 const SHARD: ShardId = ShardId(0);
+/// The payload bound recovery applies (the format's hard maximum).
+const MAX_PAYLOAD: usize = shardwal::format::MAX_RECORD_HARD;
 
 fn rec(seq: u64) -> Vec<u8> {
     payload_between(TAG, seq, 90, 110)
@@ -103,8 +108,11 @@ struct Expected {
 }
 
 /// What recovery must find after a cut at `at` in the last segment, whose
-/// original bytes are `bytes`; `Err(path)` when it must refuse the segment
-/// as corrupt (at offset 0).
+/// original bytes are `bytes`; `Err((path, offset))` when it must refuse
+/// the log as corrupt there: a partly zeroed header (offset 0), or a frame
+/// zeroed from inside one of its sectors on, so that every sector it spans
+/// still holds some of its bytes (a shape no crash leaves: a write lands or
+/// not per sector), in a segment that was zeroed before use.
 fn expected(
     last: &Path,
     bytes: &[u8],
@@ -112,7 +120,7 @@ fn expected(
     before: u64,
     at: usize,
     cut: Cut,
-) -> Result<Expected, PathBuf> {
+) -> Result<Expected, (PathBuf, u64)> {
     let nonzero = |from: usize| from < at && bytes[from..at].iter().any(|&b| b != 0);
     // Whether the cut changed the bytes `from..to`: truncation removes them,
     // zeroing changes only the ones that were not zero already.
@@ -126,7 +134,7 @@ fn expected(
             // damage, not a crash (a header sits in one sector, and a crash
             // leaves a sector old or new), so recovery refuses it rather
             // than drop the records behind it.
-            return Err(last.to_path_buf());
+            return Err((last.to_path_buf(), 0));
         }
         // The header is cut: the whole segment goes.
         return Ok(Expected {
@@ -141,6 +149,20 @@ fn expected(
         .iter()
         .take_while(|f| !changed(f.pos, f.pos + f.used))
         .count();
+    if let Some(f) = frames.get(kept)
+        && cut == Cut::ZeroRest
+        && common::segment_zeroed(bytes)
+    {
+        let mut after = bytes.to_vec();
+        after[at..].fill(0);
+        // The frame as its (possibly zeroed) length field bounds it; a
+        // length over the bound leaves the header alone.
+        let len = u32::from_le_bytes(after[f.pos + 4..f.pos + 8].try_into().unwrap()) as usize;
+        let used = 40 + if len <= MAX_PAYLOAD { len } else { 0 };
+        if common::landed_whole(&after, f.pos, used) {
+            return Err((last.to_path_buf(), f.pos as u64));
+        }
+    }
     let torn = frames
         .get(kept)
         .filter(|f| nonzero(f.pos))
@@ -278,6 +300,7 @@ fn cut_and_recover<S: Storage + Send + Copy>(
     assert!(offsets.len() > 100, "{} cut offsets", offsets.len());
     let mut torn_seen = 0;
     let mut damaged_headers = 0;
+    let mut damaged_frames = 0;
     for &at in &offsets {
         let dir = scratch.join(format!("cut-{at}"));
         copy_dir(original, &dir);
@@ -299,13 +322,17 @@ fn cut_and_recover<S: Storage + Send + Copy>(
         let found = session_after_cut(storage, &dir, layout, at);
         let mut want = match expected(&last, &bytes, &frames, before, at, cut) {
             Ok(want) => want,
-            Err(path) => {
+            Err((path, offset)) => {
                 assert_eq!(
                     found.opened.err(),
-                    Some((path, 0)),
-                    "cut at {at}: a partly zeroed header is reported as corruption"
+                    Some((path, offset)),
+                    "cut at {at}: a partly zeroed header or whole-landed frame is reported as corruption"
                 );
-                damaged_headers += 1;
+                if offset == 0 {
+                    damaged_headers += 1;
+                } else {
+                    damaged_frames += 1;
+                }
                 std::fs::remove_dir_all(&dir).expect("remove scratch copy");
                 continue;
             }
@@ -354,9 +381,17 @@ fn cut_and_recover<S: Storage + Send + Copy>(
         std::fs::remove_dir_all(&dir).expect("remove scratch copy");
     }
     assert!(
-        torn_seen > offsets.len() / 2,
-        "most cuts leave torn bytes ({torn_seen})"
+        torn_seen + damaged_frames > offsets.len() / 2,
+        "most cuts leave torn or damaged bytes ({torn_seen} torn, {damaged_frames} damaged)"
     );
+    if cut == Cut::ZeroRest {
+        assert!(
+            damaged_frames > 10,
+            "zeroing from inside a sector damages ({torn_seen} torn, {damaged_frames} damaged)"
+        );
+    } else {
+        assert_eq!(damaged_frames, 0, "a short file is a tear");
+    }
     if cut == Cut::ZeroRest && layout == Layout::FreshSegment {
         assert!(
             damaged_headers > 40,

@@ -366,7 +366,11 @@ impl CoordinatorThread {
             };
             // The watermark never goes backwards.
             self.shared.sealed.fetch_max(epoch.0, Ordering::AcqRel);
-            tracing::debug!(epoch = epoch.0, since_issue_us = pe.issued.elapsed().as_micros() as u64, "epoch sealed");
+            tracing::debug!(
+                epoch = epoch.0,
+                since_issue_us = pe.issued.elapsed().as_micros() as u64,
+                "epoch sealed"
+            );
             for w in &pe.waiters {
                 // A waiter that gave up (dropped its ticket) needs no answer.
                 crate::reply::send_or_gone(w, Ok(epoch));
@@ -417,11 +421,14 @@ impl CoordinatorThread {
                 let msg = e.to_string();
                 tracing::warn!(checkpoint = pc.id.0, epoch = epoch.0, error = %msg, "checkpoint failed: its manifest was not written");
                 for w in pc.waiters {
-                    crate::reply::send_or_gone(&w, Err(Error::Io {
-                        op: "write manifest",
-                        path: self.log_dir.clone(),
-                        source: std::io::Error::other(msg.clone()),
-                    }));
+                    crate::reply::send_or_gone(
+                        &w,
+                        Err(Error::Io {
+                            op: "write manifest",
+                            path: self.log_dir.clone(),
+                            source: std::io::Error::other(msg.clone()),
+                        }),
+                    );
                 }
                 return;
             }
@@ -464,11 +471,14 @@ impl CoordinatorThread {
         self.remove_unneeded_retired();
         for w in pc.waiters {
             // A waiter that gave up needs no answer.
-            crate::reply::send_or_gone(&w, Ok(CheckpointInfo {
-                id: pc.id,
-                epoch,
-                manifest: path.clone(),
-            }));
+            crate::reply::send_or_gone(
+                &w,
+                Ok(CheckpointInfo {
+                    id: pc.id,
+                    epoch,
+                    manifest: path.clone(),
+                }),
+            );
         }
     }
 }

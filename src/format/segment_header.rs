@@ -4,7 +4,8 @@
 //! offset size field
 //!      0    8 magic "SHRDSEG1"
 //!      8    4 format version (u32 LE)
-//!     12    4 flags (must be 0)
+//!     12    4 flags: bit 0 `ZEROED` (see [`SegmentHeader::zeroed`]); the
+//!             other bits must be 0
 //!     16   16 log id
 //!     32    4 shard id (u32 LE)
 //!     36    4 reserved (must be 0)
@@ -49,7 +50,17 @@ pub struct SegmentHeader {
     pub nonce: u64,
     /// Capacity of the segment in bytes.
     pub segment_size: u64,
+    /// Flag `ZEROED`: every byte of the segment read as zero, durably,
+    /// before its first frame was written (it was zero-filled or
+    /// fallocated and synced). Then any non-zero byte past the header was
+    /// written by this segment's writer, and a frame whose every sector
+    /// holds some of its bytes was written whole: if it fails its checks,
+    /// the bytes were damaged after they landed (docs/FORMAT.md §5).
+    pub zeroed: bool,
 }
+
+/// Header flag bit: [`SegmentHeader::zeroed`].
+const FLAG_ZEROED: u32 = 1;
 
 /// Why a header block was not accepted: blank, or not. This split is the
 /// whole of it (callers match on both arms); what can go wrong with a
@@ -116,6 +127,8 @@ impl SegmentHeader {
         b.fill(0);
         b[..8].copy_from_slice(MAGIC);
         b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        let flags = if self.zeroed { FLAG_ZEROED } else { 0 };
+        b[12..16].copy_from_slice(&flags.to_le_bytes());
         b[16..32].copy_from_slice(&self.log_id);
         b[32..36].copy_from_slice(&self.shard.0.to_le_bytes());
         b[40..48].copy_from_slice(&self.index.to_le_bytes());
@@ -151,7 +164,8 @@ impl SegmentHeader {
         if version != FORMAT_VERSION {
             return Err(HeaderError::Invalid(HeaderFault::Version(version)));
         }
-        if u32_at(b, 12) != 0 || u32_at(b, 36) != 0 {
+        let flags = u32_at(b, 12);
+        if flags & !FLAG_ZEROED != 0 || u32_at(b, 36) != 0 {
             return Err(HeaderError::Invalid(HeaderFault::ReservedBits));
         }
         let segment_size = u64_at(b, 72);
@@ -170,6 +184,7 @@ impl SegmentHeader {
             first_epoch: Epoch(u64_at(b, 56)),
             nonce: u64_at(b, 64),
             segment_size,
+            zeroed: flags & FLAG_ZEROED != 0,
         })
     }
 }
@@ -187,6 +202,7 @@ mod tests {
             first_epoch: Epoch(4),
             nonce: 0xdead_beef,
             segment_size: 1 << 20,
+            zeroed: true,
         }
     }
 

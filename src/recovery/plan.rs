@@ -565,6 +565,7 @@ mod tests {
             first_epoch: Epoch(1),
             nonce: 1,
             segment_size: 1 << 20,
+            zeroed: false,
         };
         let mut summary = ScanSummary::new(Seq(from.unwrap_or(0)));
         let mut pos = RECORDS_START;

@@ -38,7 +38,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::CorruptionCause;
-use crate::format::frame::{Decoded, FRAME_HEADER};
+use crate::format::frame::{Decoded, FRAME_HEADER, FrameFault};
 use crate::format::segment_header::{
     HEADER_USED, HeaderError, HeaderFault, RECORDS_START, SegmentHeader,
 };
@@ -186,6 +186,10 @@ pub struct Stop {
     cause: CorruptionCause,
     expected: Option<Seq>,
     here_nonzero: bool,
+    /// The frame at the stop was written whole (every sector it spans
+    /// holds some of its bytes, in a zeroed segment): its failure is
+    /// damage, whatever vouches for it.
+    landed: bool,
     cut_bytes: u64,
     vouch: Seq,
     later_valid_header: bool,
@@ -206,6 +210,61 @@ fn damaged_header(head: &[u8]) -> Option<HeaderFault> {
         Err(HeaderError::Invalid(fault)) => Some(fault),
         Ok(_) | Err(HeaderError::Blank) => None,
     }
+}
+
+/// Sector size for telling a torn write from damage: writes are atomic per
+/// sector (docs/FORMAT.md §5); 512 bytes is the smallest sector there is,
+/// so a tear at any coarser unit is seen too.
+const SECTOR: u64 = 512;
+
+/// Whether the frame at `pos` of the segment with header `h`, which fails
+/// its checks with `fault`, was written whole: its header and (if its
+/// length field is one the writer could have written: within the payload
+/// bound and the segment's capacity) its payload are all readable, and in
+/// every sector they span, some of their bytes are non-zero. In a zeroed
+/// segment a torn write leaves some sector of the frame as it was before,
+/// all zeros, so a frame that passes this test was not torn. Padding is
+/// left out: it is zero by design. A frame cut short by the end of the
+/// file is a tear; so is one whose bytes in some sector are all zero by
+/// content: the ambiguity that is left, documented in docs/FORMAT.md §5.
+async fn landed_whole<W: Window>(
+    win: &mut W,
+    pos: u64,
+    fault: FrameFault,
+    h: &SegmentHeader,
+    max_payload: usize,
+) -> Result<bool, W::Error> {
+    let writable =
+        |len: usize| len <= max_payload && pos + (FRAME_HEADER + len) as u64 <= h.segment_size;
+    match fault {
+        FrameFault::ShortHeader { .. } => return Ok(false),
+        // Past the file's end but inside the segment: the file is short.
+        FrameFault::Truncated { len, .. } if pos + len as u64 <= h.segment_size => {
+            return Ok(false);
+        }
+        _ => {}
+    }
+    let head = win.at(pos, FRAME_HEADER).await?;
+    if head.len() < FRAME_HEADER {
+        return Ok(false);
+    }
+    let len = crate::format::u32_at(head, 4) as usize;
+    let used = FRAME_HEADER + if writable(len) { len } else { 0 };
+    let bytes = win.at(pos, used).await?;
+    if bytes.len() < used {
+        return Ok(false);
+    }
+    let end = pos + used as u64;
+    let mut from = pos;
+    while from < end {
+        let to = ((from / SECTOR + 1) * SECTOR).min(end);
+        let part = &bytes[(from - pos) as usize..(to - pos) as usize];
+        if first_nonzero(part).is_none() {
+            return Ok(false);
+        }
+        from = to;
+    }
+    Ok(true)
 }
 
 /// Streaming scanner: feed it segments in index order; it holds at most the
@@ -270,6 +329,7 @@ impl Scanner {
         let head = head_of(win).await?;
         let damaged = damaged_header(head);
         let header = check_header(head, index, &exp);
+        let mut landed = false;
         let (p, cause, vouch, last_nonzero) = match header {
             Err(cause) => (0, cause, Seq(0), win.finish().await?),
             Ok(h) if self.expected.is_some_and(|e| e != h.first_seq) => {
@@ -316,6 +376,18 @@ impl Scanner {
                         Decoded::End => break None,
                         Decoded::Invalid(fault) => break Some(fault.into()),
                     }
+                };
+                // A frame that landed whole in a zeroed segment and still
+                // fails its checks was damaged after it was written.
+                let why = match why {
+                    Some(CorruptionCause::Frame(fault))
+                        if h.zeroed
+                            && landed_whole(win, pos, fault, &h, exp.max_payload).await? =>
+                    {
+                        landed = true;
+                        Some(CorruptionCause::LandedFrameDamaged(fault))
+                    }
+                    other => other,
                 };
                 // Every aligned offset after the stop, for vouching; this
                 // also tells whether anything non-zero follows the frames
@@ -380,6 +452,7 @@ impl Scanner {
             cause,
             expected: self.expected,
             here_nonzero: last_nonzero > p as u64,
+            landed,
             cut_bytes: data_end.saturating_sub(p as u64),
             vouch,
             later_valid_header: false,
@@ -433,6 +506,13 @@ impl Scanner {
             None => stop.later_valid_header,
         };
         let e = stop.expected.unwrap_or_default();
+        if stop.landed && !damaged {
+            return Some(Corrupt {
+                path: stop.path.clone(),
+                offset: stop.offset as u64,
+                cause: stop.cause.clone(),
+            });
+        }
         if damaged {
             return Some(Corrupt {
                 path: stop.path.clone(),
@@ -579,6 +659,17 @@ mod tests {
 
     /// A segment of `n` records; record `i` vouches for `vouch(i)`.
     fn segment(n: u64, vouch: impl Fn(u64) -> u64) -> (Vec<u8>, Vec<usize>) {
+        segment_of(n, 20, false, vouch)
+    }
+
+    /// [`segment`] with payloads of `len` bytes, in a segment flagged
+    /// `zeroed` or not.
+    fn segment_of(
+        n: u64,
+        len: usize,
+        zeroed: bool,
+        vouch: impl Fn(u64) -> u64,
+    ) -> (Vec<u8>, Vec<usize>) {
         let h = SegmentHeader {
             log_id: LOG,
             shard: ShardId(0),
@@ -587,13 +678,14 @@ mod tests {
             first_epoch: Epoch(1),
             nonce: 5,
             segment_size: 64 << 10,
+            zeroed,
         };
         let mut b = vec![0u8; 64 << 10];
         h.encode_into(&mut b);
         let mut pos = RECORDS_START;
         let mut starts = Vec::new();
         for i in 0..n {
-            let payload = [i as u8; 20];
+            let payload = vec![i as u8 | 0x80; len];
             let meta = FrameMeta {
                 seq: Seq(i),
                 epoch: Epoch(1),
@@ -602,10 +694,72 @@ mod tests {
             };
             starts.push(pos);
             b[pos..pos + 40].copy_from_slice(&encode_header(h.seed(), &meta, &payload));
-            b[pos + 40..pos + 60].copy_from_slice(&payload);
-            pos += frame_len(20);
+            b[pos + 40..pos + 40 + len].copy_from_slice(&payload);
+            pos += frame_len(len);
         }
         (b, starts)
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_last_frame_of_a_zeroed_segment_is_damage_not_a_tear() {
+        // Nothing vouches for the last record (every frame vouches only
+        // for the ones before it), yet it landed whole: damage.
+        let (b, starts) = segment_of(12, 700, true, |i| i);
+        let last = *starts.last().unwrap();
+        for bit in [
+            0,
+            4 * 8 + 30,
+            9 * 8,
+            20 * 8 + 1,
+            33 * 8,
+            40 * 8 + 5,
+            600 * 8 + 7,
+        ] {
+            let mut d = b.clone();
+            d[last + bit / 8] ^= 1 << (bit % 8);
+            let c = run(&d).expect_err("a landed frame that fails is corruption");
+            assert_eq!(c.offset, last as u64, "bit {bit}");
+            assert!(
+                matches!(c.cause, CorruptionCause::LandedFrameDamaged(_)),
+                "bit {bit}: {:?}",
+                c.cause
+            );
+        }
+    }
+
+    #[test]
+    fn a_torn_last_frame_of_a_zeroed_segment_is_still_a_torn_tail() {
+        // 700-byte payloads straddle sectors: a tear leaves some sector of
+        // the last frame as it was, zero.
+        let (b, starts) = segment_of(12, 700, true, |i| i);
+        let last = *starts.last().unwrap();
+        let end = last + frame_len(700);
+        let mut sector = (last / 512 + 1) * 512;
+        assert!(sector < end, "the frame spans a sector boundary");
+        while sector < end {
+            let mut d = b.clone();
+            d[sector..(sector + 512).min(end)].fill(0);
+            let out = run(&d).expect("a tear is not corruption");
+            assert_eq!(out.next_seq, Seq(11));
+            assert_eq!(out.torn.expect("torn").offset, last as u64);
+            sector += 512;
+        }
+        // And the first sector's part missing, the rest there.
+        let mut d = b.clone();
+        d[last..(last / 512 + 1) * 512].fill(0);
+        let out = run(&d).expect("a tear is not corruption");
+        assert_eq!(out.next_seq, Seq(11));
+    }
+
+    #[test]
+    fn a_segment_not_zeroed_before_use_keeps_the_vouching_rule() {
+        let (b, starts) = segment_of(12, 700, false, |i| i);
+        let last = *starts.last().unwrap();
+        let mut d = b.clone();
+        d[last + 100] ^= 4;
+        let out = run(&d).expect("unvouched damage in a segment not zeroed is a torn tail");
+        assert_eq!(out.next_seq, Seq(11));
+        assert_eq!(out.torn.expect("torn").offset, last as u64);
     }
 
     fn exp() -> Expect {

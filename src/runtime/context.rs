@@ -206,19 +206,25 @@ impl<S: Storage> ShardContext<S> {
         let r = self.barrier_inner(req, snapshot).await;
         match &r {
             Ok((lsn, part)) => {
-                crate::reply::send_or_gone(&self.acks, Ack::Barrier {
-                    shard: self.shard,
-                    epoch: req.epoch,
-                    checkpoint: part.clone(),
-                });
+                crate::reply::send_or_gone(
+                    &self.acks,
+                    Ack::Barrier {
+                        shard: self.shard,
+                        epoch: req.epoch,
+                        checkpoint: part.clone(),
+                    },
+                );
                 Ok(*lsn)
             }
             Err(e) => {
-                crate::reply::send_or_gone(&self.acks, Ack::Failed {
-                    shard: self.shard,
-                    epoch: req.epoch,
-                    cause: e.to_string(),
-                });
+                crate::reply::send_or_gone(
+                    &self.acks,
+                    Ack::Failed {
+                        shard: self.shard,
+                        epoch: req.epoch,
+                        cause: e.to_string(),
+                    },
+                );
                 r.map(|(l, _)| l)
             }
         }

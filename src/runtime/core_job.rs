@@ -244,10 +244,13 @@ impl Drop for DeathNotice {
         if std::thread::panicking() {
             // The receivers may be gone already (the runtime shut down):
             // then nobody is waiting for this notice.
-            crate::reply::send_or_gone(&self.acks, control::Ack::Dead {
-                shard: self.shard,
-                cause: "its executor panicked".into(),
-            });
+            crate::reply::send_or_gone(
+                &self.acks,
+                control::Ack::Dead {
+                    shard: self.shard,
+                    cause: "its executor panicked".into(),
+                },
+            );
             crate::reply::send_or_gone(&self.done, self.shard);
         }
     }
@@ -272,11 +275,14 @@ async fn fail_barriers<S: Storage>(ctx: &Rc<ShardContext<S>>, poll: Duration, ca
             match ev {
                 ControlEvent::Barrier(req) => {
                     // The coordinator may have stopped listening (shutdown).
-                    crate::reply::send_or_gone(&ctx.acks, crate::control::Ack::Failed {
-                        shard: ctx.shard,
-                        epoch: req.epoch,
-                        cause: format!("the engine failed: {cause}"),
-                    });
+                    crate::reply::send_or_gone(
+                        &ctx.acks,
+                        crate::control::Ack::Failed {
+                            shard: ctx.shard,
+                            epoch: req.epoch,
+                            cause: format!("the engine failed: {cause}"),
+                        },
+                    );
                 }
                 ControlEvent::Shutdown if ctx.stop.get() => return,
                 ControlEvent::Shutdown => {}
@@ -297,11 +303,15 @@ async fn auto_barriers<S: Storage>(ctx: Rc<ShardContext<S>>, poll: Duration, che
         while let Some(ev) = ctx.poll_control() {
             match ev {
                 ControlEvent::Barrier(req) if req.checkpoint.is_some() && !checkpoints => {
-                    crate::reply::send_or_gone(&ctx.acks, crate::control::Ack::Failed {
-                        shard: ctx.shard,
-                        epoch: req.epoch,
-                        cause: "the engine code has returned; it cannot snapshot its state".into(),
-                    });
+                    crate::reply::send_or_gone(
+                        &ctx.acks,
+                        crate::control::Ack::Failed {
+                            shard: ctx.shard,
+                            epoch: req.epoch,
+                            cause: "the engine code has returned; it cannot snapshot its state"
+                                .into(),
+                        },
+                    );
                 }
                 ControlEvent::Barrier(req) => {
                     // A failure has already gone to the coordinator as an

@@ -309,6 +309,7 @@ impl<S: Storage> ShardLog<S> {
                     first_epoch: report.epoch,
                     nonce: rng.next_u64(),
                     segment_size: cfg.segment_size,
+                    zeroed: prepared.zeroed,
                 };
                 header.encode_into(buf.as_mut_slice());
                 segments.push_back((index, next_seq, prepared.path.clone()));
@@ -542,7 +543,12 @@ impl<S: Storage> ShardLog<S> {
                 .sync_dir(&inner.dir)
                 .await
                 .map_err(|e| Error::io("directory fsync", &inner.dir, e))?;
-            tracing::info!(shard = inner.shard.0, below_seq = seq.0, segments = doomed.len(), "truncated the log");
+            tracing::info!(
+                shard = inner.shard.0,
+                below_seq = seq.0,
+                segments = doomed.len(),
+                "truncated the log"
+            );
         }
         Ok(doomed.len())
     }

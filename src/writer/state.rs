@@ -38,6 +38,8 @@ pub(crate) struct Prepared<S: Storage> {
     pub file: Rc<S::File>,
     pub path: Rc<Path>,
     pub index: u64,
+    /// Every byte reads as zero, durably (see [`SegmentHeader::zeroed`]).
+    pub zeroed: bool,
 }
 
 /// Work for the writer task, processed in order.
@@ -307,6 +309,7 @@ impl<S: Storage> State<S> {
             first_epoch: self.epoch,
             nonce: self.rng.next_u64(),
             segment_size: p.segment_size,
+            zeroed: prepared.zeroed,
         };
         let buf = self.buf.as_mut().expect("current buffer");
         header.encode_into(buf.as_mut_slice());
@@ -322,6 +325,11 @@ impl<S: Storage> State<S> {
         self.buf_len = RECORDS_START;
         self.stats.rolls += 1;
         // Once per segment, not per record.
-        tracing::debug!(shard = p.shard.0, index = self.seg.index, first_seq = self.next_seq.0, "rolled onto a new segment");
+        tracing::debug!(
+            shard = p.shard.0,
+            index = self.seg.index,
+            first_seq = self.next_seq.0,
+            "rolled onto a new segment"
+        );
     }
 }

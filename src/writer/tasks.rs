@@ -313,6 +313,12 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
         .await
         .map_err(|e| ctx("create", e))?;
     let size = cfg.segment_size;
+    // Both preparations leave every byte reading as zero, synced below
+    // (an unwritten extent reads as zero, also after a crash).
+    let zeroed = matches!(
+        cfg.prepare,
+        SegmentPrepare::ZeroFill | SegmentPrepare::Fallocate
+    );
     match cfg.prepare {
         SegmentPrepare::ZeroFill => {
             let chunk = cfg.buffer_size.min(size as usize);
@@ -353,6 +359,7 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
         file: Rc::new(file),
         path,
         index,
+        zeroed,
     }))
 }
 

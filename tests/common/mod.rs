@@ -217,6 +217,24 @@ pub fn frames_in(bytes: &[u8]) -> Vec<FramePos> {
     out
 }
 
+/// Whether the segment image `bytes` was zeroed before use (header flag
+/// bit 0, docs/FORMAT.md §2).
+pub fn segment_zeroed(bytes: &[u8]) -> bool {
+    SegmentHeader::decode(bytes).expect("segment header").zeroed
+}
+
+/// The test's own statement of the torn-or-damaged rule (FORMAT.md §5):
+/// the meaningful bytes `pos..pos + used` of a frame were written whole
+/// when every 512-byte sector they touch holds a non-zero byte of them.
+pub fn landed_whole(bytes: &[u8], pos: usize, used: usize) -> bool {
+    let end = pos + used;
+    end <= bytes.len()
+        && (pos / 512..=(end - 1) / 512).all(|s| {
+            let (a, b) = ((s * 512).max(pos), ((s + 1) * 512).min(end));
+            bytes[a..b].iter().any(|&x| x != 0)
+        })
+}
+
 /// Copy the directory tree `from` to `to` (which must not exist).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("create copy dir");
