@@ -230,9 +230,24 @@ pub enum CorruptionCause {
     /// The segment header fails its checks (it may also be cut short).
     #[error(transparent)]
     SegmentHeader(HeaderFault),
-    /// A well-formed segment header of another log.
-    #[error("segment belongs to another log")]
-    ForeignLog,
+    /// A segment header that passes its own checks (CRC included) but names
+    /// another log id than `LOG_ID`'s: a segment written under another
+    /// log's identity. Never a torn tail and never repaired: recovery
+    /// refuses the shard and leaves the file as it is (with
+    /// `ShardConfig::repair` too), since deleting it could lose records
+    /// that were acknowledged under that id.
+    #[error(
+        "segment belongs to another log: its header names log id {}, LOG_ID holds {}; \
+         refusing to open the shard (the segment is left untouched)",
+        hex_id(.found),
+        hex_id(.expected)
+    )]
+    ForeignLogId {
+        /// The log id in the segment's header.
+        found: [u8; 16],
+        /// The log id in `LOG_ID`.
+        expected: [u8; 16],
+    },
     /// A well-formed segment header of another shard.
     #[error("segment belongs to {found}, not {expected}")]
     WrongShard {
@@ -292,6 +307,11 @@ pub enum CorruptionCause {
     /// A snapshot file fails its checks.
     #[error(transparent)]
     Snapshot(#[from] SnapshotFault),
+}
+
+/// A log id as 32 lowercase hex digits.
+fn hex_id(id: &[u8; 16]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Why a typed payload could not be serialized or validated.

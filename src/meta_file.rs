@@ -11,7 +11,10 @@
 //!     32    n payload
 //! ```
 //! Writing goes temp file, fdatasync, rename, directory fsync, so a reader
-//! sees the old file or the new one, never a mix.
+//! sees the old file or the new one, never a mix. Two rules publish the
+//! temp file: [`write_atomic`] replaces (one writer per name, under the log
+//! directory's lock) and [`create_once`] never replaces (any number of
+//! racing creators; `LOG_ID`).
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -149,23 +152,34 @@ pub fn decode(k: Kind, b: &[u8]) -> std::result::Result<&[u8], MetaFault> {
     Ok(payload)
 }
 
-/// Write `bytes` as `dir/name` atomically: `name.tmp`, fdatasync, rename,
-/// directory fsync.
-pub async fn write_atomic<S: Storage>(
-    storage: &S,
-    dir: &Path,
-    name: &str,
-    bytes: &[u8],
-) -> Result<PathBuf> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    remove_if_present(storage, &tmp)
-        .await
-        .map_err(|e| Error::io("remove", &tmp, e))?;
+/// The temp name a file `name` is written under before it is published,
+/// for both publication rules (this is the one place that names them).
+/// [`write_atomic`], whose caller holds the log directory's lock, uses the
+/// fixed `name.tmp`, so a leftover of a writer that died is removed by the
+/// next write. [`create_once`], which any number of processes and executors
+/// may run at once, uses a name no other creator uses (`name.tmp.` then the
+/// pid, a per-process counter and a random nonce): no creator ever removes,
+/// truncates or publishes another's temp file.
+fn temp_path(dir: &Path, name: &str, unique: bool) -> PathBuf {
+    if !unique {
+        return dir.join(format!("{name}.tmp"));
+    }
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nonce = crate::format::log_id::random_u64();
+    dir.join(format!(
+        "{name}.tmp.{}.{n}.{nonce:016x}",
+        std::process::id()
+    ))
+}
+
+/// Create `tmp` (it must not exist), write `bytes` (zero-padded to whole
+/// blocks, then cut to their length), fdatasync and close it.
+async fn write_temp<S: Storage>(storage: &S, tmp: &Path, bytes: &[u8]) -> Result<()> {
     let f = storage
-        .open(&tmp, true)
+        .open(tmp, true)
         .await
-        .map_err(|e| Error::io("create", &tmp, e))?;
+        .map_err(|e| Error::io("create", tmp, e))?;
     let total = align_up(bytes.len(), BLOCK);
     let mut buf = storage.alloc_buf(total);
     buf.as_mut_slice().fill(0);
@@ -173,10 +187,10 @@ pub async fn write_atomic<S: Storage>(
     let n = f
         .write_at(Rc::new(buf), 0)
         .await
-        .map_err(|e| Error::io("write", &tmp, e))?;
+        .map_err(|e| Error::io("write", tmp, e))?;
     if n != total {
         return Err(Error::ShortWrite {
-            path: tmp,
+            path: tmp.to_path_buf(),
             offset: 0,
             written: n,
             expected: total,
@@ -184,12 +198,33 @@ pub async fn write_atomic<S: Storage>(
     }
     f.set_len(bytes.len() as u64)
         .await
-        .map_err(|e| Error::io("truncate", &tmp, e))?;
+        .map_err(|e| Error::io("truncate", tmp, e))?;
     f.sync_data()
         .await
-        .map_err(|e| Error::io("fdatasync", &tmp, e))?;
+        .map_err(|e| Error::io("fdatasync", tmp, e))?;
     // The bytes are durable (fdatasync returned): a failed close loses nothing.
-    close_quietly(f, &tmp).await;
+    close_quietly(f, tmp).await;
+    Ok(())
+}
+
+/// Write `bytes` as `dir/name` atomically, replacing any earlier file:
+/// `name.tmp`, fdatasync, rename, directory fsync. One writer per name: the
+/// caller holds the log directory's lock (`LAYOUT`, checkpoint manifests;
+/// only a `Runtime` writes them), which is what makes the fixed temp name
+/// safe. A file that many may try to create at once goes through
+/// [`create_once`] instead.
+pub async fn write_atomic<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<PathBuf> {
+    let path = dir.join(name);
+    let tmp = temp_path(dir, name, false);
+    remove_if_present(storage, &tmp)
+        .await
+        .map_err(|e| Error::io("remove", &tmp, e))?;
+    write_temp(storage, &tmp, bytes).await?;
     storage
         .rename(&tmp, &path)
         .await
@@ -199,6 +234,51 @@ pub async fn write_atomic<S: Storage>(
         .await
         .map_err(|e| Error::io("directory fsync", dir, e))?;
     Ok(path)
+}
+
+/// What [`create_once`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// This call's bytes are now `dir/name`.
+    Ours,
+    /// `dir/name` already existed (another creator won the race, or the
+    /// file was there all along); this call's bytes were discarded.
+    Theirs,
+}
+
+/// Create `dir/name` holding `bytes` unless it exists, race-free against
+/// any number of creators in this and other processes: a temp file of a
+/// name only this call uses, fdatasync, then a no-replace rename
+/// ([`Storage::rename_noreplace`]) publishes it, so `dir/name` only ever
+/// appears whole and is never replaced or written in place. Then the
+/// directory is fsynced (on both outcomes: a winner's name may not be
+/// durable yet when a loser sees it). A creator that dies before
+/// publishing leaves its temp file behind; it is never read.
+pub async fn create_once<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<Created> {
+    let path = dir.join(name);
+    let tmp = temp_path(dir, name, true);
+    write_temp(storage, &tmp, bytes).await?;
+    let created = match storage.rename_noreplace(&tmp, &path).await {
+        Ok(()) => Created::Ours,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            storage
+                .remove(&tmp)
+                .await
+                .map_err(|e| Error::io("remove", &tmp, e))?;
+            Created::Theirs
+        }
+        Err(e) => return Err(Error::io("rename without replacing", &path, e)),
+    };
+    storage
+        .sync_dir(dir)
+        .await
+        .map_err(|e| Error::io("directory fsync", dir, e))?;
+    Ok(created)
 }
 
 /// Read the file at `path` of kind `k`, refusing files larger than the

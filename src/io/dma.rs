@@ -75,6 +75,10 @@ impl Storage for DmaStorage {
         std::fs::rename(from, to)
     }
 
+    async fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        super::std_fs::rename_noreplace_blocking(from, to)
+    }
+
     async fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         super::std_fs::list_dir(dir)
     }

@@ -63,6 +63,14 @@ pub trait Storage: Clone + 'static {
     async fn remove(&self, path: &Path) -> io::Result<()>;
     /// Rename a file (atomically replacing `to`).
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Rename `from` to `to` only if `to` does not exist; if it does, fail
+    /// with `ErrorKind::AlreadyExists` and change nothing. Atomic like
+    /// [`Storage::rename`]: `to` names nothing or the whole of `from`, so of
+    /// any number of racing creators exactly one publishes its file and the
+    /// others learn that they lost (`renameat2(RENAME_NOREPLACE)`, or
+    /// `link(2)` then `unlink(2)` where the file system lacks it). Durable
+    /// after [`Storage::sync_dir`], like a rename.
+    async fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Names of the entries of `dir`.
     async fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
     /// Create `dir` and its parents with owner-only permissions.

@@ -66,6 +66,10 @@ impl Storage for ReadOnlyStorage {
         Err(refused("rename", from))
     }
 
+    async fn rename_noreplace(&self, from: &Path, _to: &Path) -> io::Result<()> {
+        Err(refused("rename", from))
+    }
+
     async fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         list_dir(dir)
     }

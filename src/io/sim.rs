@@ -324,6 +324,24 @@ impl Storage for SimStorage {
         Ok(())
     }
 
+    /// Like `rename`, refused with `AlreadyExists` (and counted as a
+    /// change) if `to` is live; the new name becomes durable with the next
+    /// `sync_dir`, and a crash before it keeps the durable names.
+    async fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut fs = self.fs.borrow_mut();
+        fs.change()?;
+        if !fs.live.contains_key(from) {
+            return Err(io::Error::from(io::ErrorKind::NotFound));
+        }
+        if fs.live.contains_key(to) {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        if let Some(f) = fs.live.remove(from) {
+            fs.live.insert(to.to_path_buf(), f);
+        }
+        Ok(())
+    }
+
     async fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let fs = self.fs.borrow();
         if !fs.dirs.contains_key(dir) {

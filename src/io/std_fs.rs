@@ -74,6 +74,47 @@ pub(crate) fn refuse_symlink(path: &Path) -> io::Result<()> {
     }
 }
 
+/// [`Storage::rename_noreplace`] for the file-system backends:
+/// `renameat2(RENAME_NOREPLACE)`, falling back to `link(2)` (which never
+/// replaces either) then `unlink(2)` of `from` on a file system that does
+/// not support the flag.
+pub(crate) fn rename_noreplace_blocking(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
+    };
+    let (cf, ct) = (c(from)?, c(to)?);
+    // SAFETY: `cf` and `ct` are NUL-terminated strings that outlive the
+    // call, which only reads them; the other arguments are plain integers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            cf.as_ptr(),
+            libc::AT_FDCWD,
+            ct.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
+            std::fs::hard_link(from, to)?;
+            // Both names now hold the whole file; a leftover `from` is
+            // harmless (temp names are never read).
+            if let Err(error) = std::fs::remove_file(from) {
+                tracing::debug!(path = %from.display(), %error, "removing the linked temp file failed");
+            }
+            Ok(())
+        }
+        _ => Err(e),
+    }
+}
+
 /// fsync a directory so its entries are durable.
 pub(crate) fn sync_dir_blocking(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -104,6 +145,10 @@ impl Storage for StdStorage {
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         std::fs::rename(from, to)
+    }
+
+    async fn rename_noreplace(&self, from: &Path, to: &Path) -> io::Result<()> {
+        rename_noreplace_blocking(from, to)
     }
 
     async fn list(&self, dir: &Path) -> io::Result<Vec<String>> {

@@ -12,6 +12,7 @@
 //! | zeros, next segment starts at seq `E`     | —                                       | continue in next   |
 //! | zeros, next segment is ours but starts elsewhere | —                                | stop at (i, p)     |
 //! | zeros, next header blank, foreign or damaged | —                                    | stop at (i+1, 0)   |
+//! | any stop                                  | a valid header of another log id at or after the stop | **refused**: `ForeignLogId` at (that segment, 0), even with repair; nothing removed |
 //! | zeros / bad frame / bad or blank header   | a later valid frame has durable-next > E | **corruption** at (i, p) |
 //! | any stop                                  | a damaged header at or after the stop   | **corruption** at (that segment, 0) |
 //! | zeros / bad frame / bad or blank header   | nothing vouches for `E`                 | torn tail: cut at (i, p) |
@@ -32,8 +33,20 @@
 //! damaged. A damaged header is media damage, and since the records behind
 //! it cannot be checked without it (its fields seed their CRCs), dropping the
 //! segment as a torn tail could silently lose acknowledged records: recovery
-//! refuses instead. A well-formed header of another log or shard is not
-//! damage: it is stale, and handled like any bytes past the tail.
+//! refuses instead. A well-formed header of another shard is not damage:
+//! it is stale, and handled like any bytes past the tail.
+//!
+//! "Another log id": a segment header that passes every check of its own
+//! (magic, CRC, version, ...) but names a log id other than `LOG_ID`'s.
+//! That is not a torn write either (a crash leaves a header blank or whole,
+//! and a whole header of this log carries this log's id): the segment was
+//! written under another identity, e.g. by a writer that raced `LOG_ID`'s
+//! creation, or copied in by hand. Its records may have been acknowledged,
+//! so recovery never cuts, zeroes or deletes it, with or without repair: it
+//! refuses the shard with [`CorruptionCause::ForeignLogId`] naming both ids
+//! and leaves the file for an operator. The check wins over every other
+//! row. A blank or damaged header (one that fails its own CRC) is not
+//! "another log id" and keeps the rows above.
 
 use std::path::{Path, PathBuf};
 
@@ -154,7 +167,10 @@ pub(crate) fn check_identity(
     shard: ShardId,
 ) -> Result<(), CorruptionCause> {
     if h.log_id != log_id {
-        return Err(CorruptionCause::ForeignLog);
+        return Err(CorruptionCause::ForeignLogId {
+            found: h.log_id,
+            expected: log_id,
+        });
     }
     if h.shard != shard {
         return Err(CorruptionCause::WrongShard {
@@ -196,7 +212,19 @@ pub struct Stop {
     later_nonzero: bool,
     /// The first segment at or after the stop whose header is damaged.
     damaged_header: Option<(PathBuf, HeaderFault)>,
+    /// The first segment at or after the stop whose valid header names
+    /// another log id (a [`CorruptionCause::ForeignLogId`]).
+    foreign: Option<(PathBuf, CorruptionCause)>,
     dropped: Vec<PathBuf>,
+}
+
+/// The cause to refuse a segment for, if `header` (its header checked by
+/// [`check_header`]) is valid but names another log id.
+fn foreign_log(header: &Result<SegmentHeader, CorruptionCause>) -> Option<CorruptionCause> {
+    match header {
+        Err(c @ CorruptionCause::ForeignLogId { .. }) => Some(c.clone()),
+        _ => None,
+    }
 }
 
 /// Why the header `head` (a segment's first block) is damaged (see the
@@ -329,6 +357,7 @@ impl Scanner {
         let head = head_of(win).await?;
         let damaged = damaged_header(head);
         let header = check_header(head, index, &exp);
+        let foreign = foreign_log(&header).map(|c| (path.to_path_buf(), c));
         let mut landed = false;
         let (p, cause, vouch, last_nonzero) = match header {
             Err(cause) => (0, cause, Seq(0), win.finish().await?),
@@ -458,6 +487,7 @@ impl Scanner {
             later_valid_header: false,
             later_nonzero: false,
             damaged_header: damaged.map(|d| (path.to_path_buf(), d)),
+            foreign,
             dropped: Vec::new(),
         };
         if p == 0 {
@@ -478,8 +508,17 @@ impl Scanner {
 
     /// [`Scanner::decide`]; with `repair`, corruption is not an error: the
     /// log is cut at the stop like a torn tail, and what was dropped is
-    /// reported in [`ScanOutcome::repaired`].
+    /// reported in [`ScanOutcome::repaired`]. A segment of another log id
+    /// is refused whatever `repair` says: its bytes are not this log's to
+    /// cut.
     pub fn decide_with(&mut self, stop: Stop, repair: bool) -> Result<ScanOutcome, Corrupt> {
+        if let Some((path, cause)) = stop.foreign {
+            return Err(Corrupt {
+                path,
+                offset: 0,
+                cause,
+            });
+        }
         match self.corruption(&stop) {
             Some(c) if !repair => Err(c),
             Some(c) => {
@@ -570,7 +609,11 @@ impl Stop {
         self.dropped.push(path.to_path_buf());
         let head = head_of(win).await?;
         let damaged = damaged_header(head);
-        let header = check_header(head, index, exp).ok();
+        let header = check_header(head, index, exp);
+        if self.foreign.is_none() {
+            self.foreign = foreign_log(&header).map(|c| (path.to_path_buf(), c));
+        }
+        let header = header.ok();
         let vouch = match &header {
             Some(h) => vouch_scan(win, 0, h, exp).await?.0,
             None => Seq(0),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::scan::{Expect, ScanOutcome, ScannedSegment, Scanner, TornTail};
 use super::summary::ScanSummary;
-use crate::error::{Error, Result};
+use crate::error::{CorruptionCause, Error, Result};
 use crate::format::frame::Frame;
 use crate::format::segment_header::{RECORDS_START, SegmentHeader};
 use crate::format::{BLOCK, align_down};
@@ -194,7 +194,22 @@ pub async fn scan<S: Storage>(
             }
         }
         if !firsts.is_empty() {
-            let head = read_head(storage, &dir.join(&segs[0].1)).await?;
+            let path0 = dir.join(&segs[0].1);
+            let head = read_head(storage, &path0).await?;
+            // Skipped unread, but never another log's (see the scan's table).
+            if let Ok(h) = SegmentHeader::decode(&head)
+                && h.log_id != exp.log_id
+            {
+                return Err(Error::Corruption {
+                    shard,
+                    segment: path0,
+                    offset: 0,
+                    cause: CorruptionCause::ForeignLogId {
+                        found: h.log_id,
+                        expected: exp.log_id,
+                    },
+                });
+            }
             let first0 = first_of(&head).unwrap_or_default();
             let starts = std::iter::once(first0).chain(firsts.iter().copied());
             skipped = segs
