@@ -20,14 +20,16 @@ mod thread;
 pub(crate) use thread::{CoordinatorStart, spawn};
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
+use hdrhistogram::Histogram;
 
 use crate::error::{Error, Result};
 use crate::ids::{CheckpointId, Epoch};
+use crate::metrics::LatencySummary;
 
 /// Result of a completed checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +140,10 @@ struct Shared {
     cmd: Sender<Command>,
     sealed: AtomicU64,
     stopped: AtomicBool,
+    /// Latency of every epoch sealed, from the barrier's injection to the
+    /// last acknowledgement, in nanoseconds. Written by the coordinator
+    /// thread once per sealed epoch; read by [`Coordinator::epoch_seal_latency`].
+    seal_latency: Mutex<Histogram<u64>>,
 }
 
 impl Shared {
@@ -146,7 +152,16 @@ impl Shared {
             cmd,
             sealed: AtomicU64::new(sealed.0),
             stopped: AtomicBool::new(false),
+            seal_latency: Mutex::new(crate::metrics::latency_histogram()),
         }
+    }
+
+    /// The seal-latency histogram; a panic elsewhere while it was held
+    /// leaves it usable (it is only ever added to).
+    fn seal_latency(&self) -> std::sync::MutexGuard<'_, Histogram<u64>> {
+        self.seal_latency
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -199,6 +214,15 @@ impl Coordinator {
     #[inline]
     pub fn sealed_epoch(&self) -> Epoch {
         Epoch(self.shared.sealed.load(Ordering::Acquire))
+    }
+
+    /// Latency of the epochs sealed so far, from the injection of each
+    /// barrier into every shard to the last shard's acknowledgement.
+    /// Current; takes a lock the coordinator thread holds once per sealed
+    /// epoch, and copies the histogram.
+    pub fn epoch_seal_latency(&self) -> LatencySummary {
+        let h = self.shared.seal_latency().clone();
+        LatencySummary::from_histogram(h)
     }
 
     /// True once the runtime has shut down.

@@ -364,6 +364,7 @@ impl CoordinatorThread {
             let Some(pe) = self.pending.remove(&epoch) else {
                 break;
             };
+            crate::metrics::record_latency(&mut self.shared.seal_latency(), pe.issued.elapsed());
             // The watermark never goes backwards.
             self.shared.sealed.fetch_max(epoch.0, Ordering::AcqRel);
             tracing::debug!(

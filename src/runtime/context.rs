@@ -28,6 +28,8 @@ pub struct ShardContext<S: Storage> {
     pub(crate) stop: Cell<bool>,
     pub(crate) plan: super::ReplayPlan,
     pub(crate) log_dir: std::path::PathBuf,
+    /// Where the shard's metrics are published for `Runtime::metrics`.
+    pub(crate) metrics: super::core_job::MetricsSlot,
 }
 
 impl<S: Storage> ShardContext<S> {
@@ -204,6 +206,9 @@ impl<S: Storage> ShardContext<S> {
         snapshot: Option<&[u8]>,
     ) -> Result<Lsn> {
         let r = self.barrier_inner(req, snapshot).await;
+        // Before the ack: once the epoch seals, the published metrics
+        // include everything up to its barrier.
+        super::core_job::publish(&self.metrics, &self.log);
         match &r {
             Ok((lsn, part)) => {
                 crate::reply::send_or_gone(

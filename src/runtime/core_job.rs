@@ -12,6 +12,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -24,6 +25,7 @@ use crate::control::{self, ControlEvent};
 use crate::error::{Error, Result};
 use crate::ids::{Seq, ShardId};
 use crate::io::Storage;
+use crate::metrics::{PUBLISH_EVERY, ShardMetrics};
 use crate::recovery::Expect;
 use crate::recovery::plan::ReplayPlan;
 use crate::recovery::shard::{self, ScanOptions, Scanned, ShardCut, ShardRecovery};
@@ -57,6 +59,34 @@ pub(super) struct CoreJob {
     pub scanned: Sender<(ShardId, Result<Scanned>)>,
     pub ready: Sender<(ShardId, Result<ShardRecovery>)>,
     pub done: Sender<ShardId>,
+    /// Where this core publishes its shard's metrics for
+    /// [`super::Runtime::metrics`].
+    pub metrics: MetricsSlot,
+}
+
+/// One shard's latest published metrics, shared between its core (the
+/// only writer) and the runtime's handle. `None` until the shard opened.
+pub(super) type MetricsSlot = Arc<Mutex<Option<Arc<ShardMetrics>>>>;
+
+/// Publish `log`'s metrics into `slot`. The snapshot (a copy of the
+/// sync-latency histogram) is made before the lock is taken, and the lock
+/// is held only to swap a pointer, here and in the reader.
+pub(super) fn publish<S: Storage>(slot: &MetricsSlot, log: &ShardLog<S>) {
+    let m = Arc::new(log.metrics());
+    let old = slot
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .replace(m);
+    // The previous snapshot is freed outside the lock.
+    drop(old);
+}
+
+/// Publish every [`PUBLISH_EVERY`] until cancelled.
+async fn publish_periodically<S: Storage>(slot: MetricsSlot, log: ShardLog<S>) {
+    loop {
+        glommio::timer::sleep(PUBLISH_EVERY).await;
+        publish(&slot, &log);
+    }
 }
 
 pub(super) async fn run_core<S, F, Fut>(job: CoreJob, storage: S, f: F) -> Result<()>
@@ -123,6 +153,9 @@ where
                 .await
                 .map(|l| {
                     let r = l.recovery().clone();
+                    // Before the runtime hears that the shard is ready, so
+                    // its metrics are there once `Runtime::start` returns.
+                    publish(&job.metrics, &l);
                     log = Some(l);
                     r
                 })
@@ -183,7 +216,10 @@ where
         stop: Default::default(),
         plan,
         log_dir: job.log_dir.clone(),
+        metrics: job.metrics.clone(),
     });
+    let publisher =
+        glommio::spawn_local(publish_periodically(job.metrics.clone(), log.clone())).detach();
     let auto_task = job
         .auto
         .then(|| glommio::spawn_local(auto_barriers(ctx.clone(), job.poll, true)).detach());
@@ -226,6 +262,7 @@ where
         (Ok(()), None) => auto_barriers(ctx.clone(), job.poll, false).await,
     }
     drop(ctx);
+    publisher.cancel();
     let closed = log.close().await;
     r.and(closed)
 }

@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -41,9 +41,10 @@ use crate::io::dma::DmaStorage;
 use crate::io::std_fs::StdStorage;
 use crate::layout;
 use crate::lock::DirLock;
+use crate::metrics::{RecoveryFigures, RuntimeMetrics, ShardMetrics};
 use crate::recovery::plan::{self, Manifests};
 use crate::recovery::shard::{Scanned, ShardRecovery};
-use core_job::{CoreJob, Go, run_core};
+use core_job::{CoreJob, Go, MetricsSlot, run_core};
 
 /// Runtime settings.
 #[derive(Debug, Clone)]
@@ -100,6 +101,8 @@ pub struct Runtime {
     manifest: Option<Manifest>,
     dir: PathBuf,
     shutdown_timeout: Duration,
+    /// Per shard, its latest published metrics.
+    metrics: Vec<MetricsSlot>,
     _lock: DirLock,
 }
 
@@ -168,6 +171,7 @@ impl Runtime {
         let mut txs = Vec::with_capacity(n);
         let mut gos = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
+        let slots: Vec<MetricsSlot> = (0..n).map(|_| Arc::new(Mutex::new(None))).collect();
         for (i, shards_here) in scope.per_core.iter().enumerate() {
             let (tx, rx) = control::channel();
             txs.push(tx);
@@ -196,6 +200,7 @@ impl Runtime {
                 scanned: scan_tx.clone(),
                 ready: ready_tx.clone(),
                 done: done_tx.clone(),
+                metrics: slots[i].clone(),
             };
             let (ms, f) = (make_storage.clone(), f.clone());
             let h = LocalExecutorBuilder::new(placement)
@@ -303,6 +308,7 @@ impl Runtime {
             manifest,
             dir: dir.to_path_buf(),
             shutdown_timeout: cfg.shutdown_timeout,
+            metrics: slots,
             _lock: lock,
         })
     }
@@ -326,6 +332,32 @@ impl Runtime {
     /// What recovery found and did at start.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.report
+    }
+
+    /// A snapshot of every shard's metrics, the coordinator's epoch-seal
+    /// latency, the sealed epoch and the start's recovery figures.
+    ///
+    /// Cheap and safe from any thread: it reads what each core last
+    /// published (one short lock per shard) and never waits for a core.
+    /// A core publishes when its shard opens, when it answers a barrier
+    /// (before acknowledging it) and every [`crate::metrics::PUBLISH_EVERY`]
+    /// between, so a shard's figures lag by at most that, and after
+    /// [`EpochTicket::wait`](crate::EpochTicket::wait) returns they cover
+    /// everything up to the barrier of that epoch. The coordinator's
+    /// figures are current.
+    pub fn metrics(&self) -> RuntimeMetrics {
+        let shards = self
+            .metrics
+            .iter()
+            .filter_map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).clone())
+            .map(|m| ShardMetrics::clone(&m))
+            .collect();
+        RuntimeMetrics {
+            shards,
+            sealed_epoch: self.coordinator.sealed_epoch(),
+            epoch_seal_latency: self.coordinator.epoch_seal_latency(),
+            last_recovery: RecoveryFigures::of_report(&self.report),
+        }
     }
 
     /// The newest valid checkpoint manifest found at start.

@@ -34,6 +34,7 @@ use crate::format::frame::RecordKind;
 use crate::format::segment_header::{RECORDS_START, SegmentHeader};
 use crate::ids::{Epoch, Lsn, Seq, ShardId};
 use crate::io::{IoBuf, Storage};
+use crate::metrics::{LatencySummary, RecoveryFigures, ShardMetrics};
 use crate::recovery::shard::{self, ScanOptions, ShardCut};
 use crate::recovery::{Expect, ShardRecovery};
 use crate::rng::SplitMix;
@@ -346,6 +347,7 @@ impl<S: Storage> ShardLog<S> {
             last_written_file: None,
             rng,
             stats: WriterStats::default(),
+            sync_latency: crate::metrics::latency_histogram(),
         };
         let inner = Rc::new(Inner {
             storage,
@@ -486,6 +488,30 @@ impl<S: Storage> ShardLog<S> {
     /// Counters since open.
     pub fn stats(&self) -> WriterStats {
         self.inner().st.borrow().stats
+    }
+
+    /// The shard's metrics: the counters of [`ShardLog::stats`], its
+    /// position, the latency of its fdatasyncs and what recovery found when
+    /// it opened. Current as of the call. Copies the sync-latency histogram
+    /// (tens of KiB): call it per scrape, not per record.
+    pub fn metrics(&self) -> ShardMetrics {
+        let st = self.inner().st.borrow();
+        let s = st.stats;
+        ShardMetrics {
+            shard: self.inner().shard,
+            records: s.records,
+            bytes: s.bytes,
+            writes: s.writes,
+            syncs: s.syncs,
+            rolls: s.rolls,
+            backpressure: s.backpressure,
+            next_seq: st.next_seq,
+            durable_next: st.durable_next,
+            epoch: st.epoch,
+            poisoned: st.poison.is_some(),
+            sync_latency: LatencySummary::from_histogram(st.sync_latency.clone()),
+            recovery: RecoveryFigures::of_shard(&self.h.recovery),
+        }
     }
 
     /// The shard's directory.

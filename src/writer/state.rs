@@ -13,6 +13,8 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::rc::Rc;
 
+use hdrhistogram::Histogram;
+
 use crate::error::{Error, Result};
 use crate::format::frame::{
     FRAME_HEADER, FrameMeta, RecordKind, encode_header, encode_into, frame_len,
@@ -108,6 +110,9 @@ pub(crate) struct State<S: Storage> {
     pub last_written_file: Option<Rc<S::File>>,
     pub rng: SplitMix,
     pub stats: WriterStats,
+    /// Latency of the fdatasyncs counted in `stats.syncs`, in nanoseconds;
+    /// recorded by the tasks when one completes, never on the append path.
+    pub sync_latency: Histogram<u64>,
 }
 
 /// Immutable parameters the append path needs.

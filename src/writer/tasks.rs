@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::path::Path;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use glommio::task::JoinHandle;
 
@@ -25,6 +25,7 @@ use super::wait::yield_now;
 use crate::config::SegmentPrepare;
 use crate::ids::Seq;
 use crate::io::{IoBuf, Storage, StorageFile};
+use crate::metrics::record_latency;
 use crate::segment::segment_name;
 
 type WriteResult = std::io::Result<usize>;
@@ -137,10 +138,13 @@ pub(crate) async fn write_task<S: Storage>(inner: Rc<Inner<S>>) {
                     break;
                 }
                 inner.st.borrow_mut().stats.syncs += 1;
+                let started = Instant::now();
                 if let Err(e) = file.sync_data().await {
                     inner.poison(format!("fdatasync of {} failed: {e}", path.display()));
                     break;
                 }
+                let took = started.elapsed();
+                record_latency(&mut inner.st.borrow_mut().sync_latency, took);
             }
             None => {
                 if let Some(w) = inflight.pop_front() {
@@ -209,11 +213,19 @@ pub(crate) async fn sync_task<S: Storage>(inner: Rc<Inner<S>>) {
                     inner.submit_unsealed(want);
                 }
             };
-            let (res, ()) = futures_lite::future::zip(file.sync_data(), presubmit).await;
+            // Timed from submission to completion of the fdatasync alone
+            // (not the presubmit beside it).
+            let sync = async {
+                let started = Instant::now();
+                let res = file.sync_data().await;
+                (res, started.elapsed())
+            };
+            let ((res, took), ()) = futures_lite::future::zip(sync, presubmit).await;
             if let Err(e) = res {
                 inner.poison(format!("fdatasync failed: {e}"));
                 break;
             }
+            record_latency(&mut inner.st.borrow_mut().sync_latency, took);
         }
         {
             let mut st = inner.st.borrow_mut();
