@@ -59,8 +59,13 @@ fn damage(dir: &Path) {
     });
     let last = frames(dir, 1).pop().expect("shard 1 has frames");
     let end = last.offset + frame_len(last.payload_len) as u64;
+    // A write that landed out of order after one that did not: bytes in a
+    // later sector, zeros where the next frame's header should be. (Bytes
+    // right at the end, in a sector the last frame shares, would be a frame
+    // that landed whole and is damaged: corruption, FORMAT.md §10 row 1a.)
     let mut bytes = std::fs::read(&last.path).unwrap();
-    bytes[end as usize..end as usize + 100].fill(0xa5);
+    let at = (end as usize + 40).next_multiple_of(512);
+    bytes[at..at + 100].fill(0xa5);
     std::fs::write(&last.path, bytes).unwrap();
 }
 

@@ -3,7 +3,8 @@
 //! The scan walks frames from the first segment, checking each frame's CRC
 //! (seeded per segment) and that sequence numbers are dense. It stops at the
 //! first position `(segment i, offset p)` where the expected frame (seq `E`)
-//! is not found. What that stop means is decided by this table:
+//! is not found. What that stop means is decided by this table (the
+//! reference is `docs/FORMAT.md` §10, whose row numbers the code cites):
 //!
 //! | stop                                      | later evidence                          | verdict            |
 //! |-------------------------------------------|-----------------------------------------|--------------------|
@@ -14,6 +15,7 @@
 //! | zeros, next header blank, foreign or damaged | —                                    | stop at (i+1, 0)   |
 //! | any stop                                  | a valid header of another log id at or after the stop | **refused**: `ForeignLogId` at (that segment, 0), even with repair; nothing removed |
 //! | zeros / bad frame / bad or blank header   | a later valid frame has durable-next > E | **corruption** at (i, p) |
+//! | bad frame that landed whole, in a `ZEROED` segment | —                            | **corruption** at (i, p) (row 1a) |
 //! | any stop                                  | a damaged header at or after the stop   | **corruption** at (that segment, 0) |
 //! | zeros / bad frame / bad or blank header   | nothing vouches for `E`                 | torn tail: cut at (i, p) |
 //!
@@ -536,7 +538,7 @@ impl Scanner {
         }
     }
 
-    /// The corruption a stop reveals, if any (rows 1–3 of the table).
+    /// The corruption a stop reveals, if any (rows 0–3 and 1a of the table).
     fn corruption(&self, stop: &Stop) -> Option<Corrupt> {
         let damaged = match stop.expected {
             Some(e) => stop.vouch > e,
