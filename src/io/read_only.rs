@@ -15,7 +15,7 @@ use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
-use super::std_fs::{list_dir, pread_buf, pread_full};
+use super::std_fs::{list_dir, pread_buf, pread_into};
 use super::{AlignedBuf, Storage, StorageFile};
 
 /// Read-only std-file storage.
@@ -118,12 +118,7 @@ impl StorageFile for ReadOnlyFile {
         at: usize,
         len: usize,
     ) -> impl std::future::Future<Output = io::Result<(AlignedBuf, usize)>> + 'static {
-        let mut buf = buf;
-        let r = match buf.get_mut(at..at + len) {
-            Some(dst) => pread_full(&self.file, dst, pos).map(|n| (buf, n)),
-            None => Err(io::Error::other("read_into: buffer too small")),
-        };
-        std::future::ready(r)
+        std::future::ready(pread_into(&self.file, pos, buf, at, len))
     }
 
     async fn sync_data(&self) -> io::Result<()> {

@@ -51,6 +51,21 @@ pub(crate) fn pread_full(file: &File, dst: &mut [u8], pos: u64) -> io::Result<us
     Ok(got)
 }
 
+/// `pread(2)` of `len` bytes at `pos` into `buf[at..at + len]`; the buffer
+/// comes back with the count read (short only at the end of the file).
+pub(crate) fn pread_into(
+    file: &File,
+    pos: u64,
+    mut buf: AlignedBuf,
+    at: usize,
+    len: usize,
+) -> io::Result<(AlignedBuf, usize)> {
+    match buf.get_mut(at..at + len) {
+        Some(dst) => pread_full(file, dst, pos).map(|n| (buf, n)),
+        None => Err(io::Error::other("read_into: buffer too small")),
+    }
+}
+
 /// Read up to `len` bytes at `pos` into a new block-aligned buffer, short
 /// only at the end of the file ([`pread_full`]'s rules). Shared by every
 /// backend that reads with `pread(2)`.
@@ -194,12 +209,7 @@ impl StorageFile for StdFile {
         at: usize,
         len: usize,
     ) -> impl std::future::Future<Output = io::Result<(AlignedBuf, usize)>> + 'static {
-        let mut buf = buf;
-        let r = match buf.get_mut(at..at + len) {
-            Some(dst) => pread_full(&self.file, dst, pos).map(|n| (buf, n)),
-            None => Err(io::Error::other("read_into: buffer too small")),
-        };
-        std::future::ready(r)
+        std::future::ready(pread_into(&self.file, pos, buf, at, len))
     }
 
     async fn sync_data(&self) -> io::Result<()> {
