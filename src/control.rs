@@ -3,8 +3,14 @@
 //!
 //! The shard side's idle poll is one (acquire) atomic load of a counter that
 //! the coordinator bumps before each send, so an engine can poll in its
-//! core loop for nanoseconds.
+//! core loop for nanoseconds. Each send also rings the shard's **doorbell**,
+//! a byte written to a socket pair whose other end the shard's executor
+//! awaits (`ShardContext::control`), so an engine that waits on its own
+//! input, and the runtime's own barrier answering, wake as soon as an event
+//! is there and cost no CPU while idle: nothing polls on a timer.
 
+use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -71,6 +77,8 @@ pub(crate) enum Ack {
 pub(crate) struct ShardTx {
     pub tx: Sender<ToShard>,
     pub pending: Arc<AtomicUsize>,
+    /// The doorbell's ringing end (non-blocking).
+    pub bell: Arc<UnixStream>,
 }
 
 impl ShardTx {
@@ -80,7 +88,20 @@ impl ShardTx {
             self.pending.fetch_sub(1, Ordering::Release);
             return false;
         }
+        self.ring();
         true
+    }
+
+    /// Wake the shard's executor if it waits for an event. A full socket
+    /// buffer (`WouldBlock`) means rings are already waiting to be read, so
+    /// the shard wakes anyway; any other failure means the shard's end is
+    /// gone, and with it anyone to wake.
+    fn ring(&self) {
+        match (&*self.bell).write(&[1]) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => tracing::trace!(error = %e, "doorbell of a shard that has gone"),
+        }
     }
 }
 
@@ -88,9 +109,18 @@ impl ShardTx {
 pub(crate) struct ShardRx {
     pub rx: Receiver<ToShard>,
     pub pending: Arc<AtomicUsize>,
+    /// The doorbell's listening end, until the shard's executor takes it
+    /// (`ShardContext::control` wraps it in a glommio socket).
+    pub bell: std::cell::RefCell<Option<UnixStream>>,
 }
 
 impl ShardRx {
+    /// Whether a message is waiting.
+    #[inline]
+    pub(crate) fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire) != 0
+    }
+
     /// The next message, if any. Costs one atomic load when there is none.
     #[inline]
     pub(crate) fn poll(&self) -> Option<ToShard> {
@@ -103,15 +133,22 @@ impl ShardRx {
     }
 }
 
-/// A connected pair.
-pub(crate) fn channel() -> (ShardTx, ShardRx) {
+/// A connected pair, with its doorbell.
+pub(crate) fn channel() -> std::io::Result<(ShardTx, ShardRx)> {
     let (tx, rx) = crossbeam_channel::unbounded();
     let pending = Arc::new(AtomicUsize::new(0));
-    (
+    let (ring, listen) = UnixStream::pair()?;
+    ring.set_nonblocking(true)?;
+    Ok((
         ShardTx {
             tx,
             pending: pending.clone(),
+            bell: Arc::new(ring),
         },
-        ShardRx { rx, pending },
-    )
+        ShardRx {
+            rx,
+            pending,
+            bell: std::cell::RefCell::new(Some(listen)),
+        },
+    ))
 }

@@ -16,12 +16,24 @@ use crate::io::Storage;
 use crate::recovery::ShardRecovery;
 use crate::writer::ShardLog;
 
+/// The doorbell's listening end, as one executor sees it.
+pub(crate) enum Bell {
+    /// Open (or not yet taken from the control channel, which holds it
+    /// until the first wait).
+    Open(Rc<RefCell<glommio::net::UnixStream>>),
+    /// The coordinator's end is closed: nothing will ring again.
+    Closed,
+}
+
 /// Per-shard handle given to the engine's code on its core.
 pub struct ShardContext<S: Storage> {
     pub(crate) log: ShardLog<S>,
     pub(crate) shard: ShardId,
     pub(crate) shard_count: usize,
     pub(crate) rx: ShardRx,
+    /// The doorbell's listening end on this executor, once `control` has
+    /// been awaited.
+    pub(crate) bell: RefCell<Bell>,
     pub(crate) acks: Sender<Ack>,
     pub(crate) last_commit: RefCell<Option<CommitRecord>>,
     pub(crate) shutdown: Cell<bool>,
@@ -112,6 +124,80 @@ impl<S: Storage> ShardContext<S> {
     /// True once a `Shutdown` event has been seen.
     pub fn is_shutting_down(&self) -> bool {
         self.shutdown.get()
+    }
+
+    /// The next control event, awaited: resolves as soon as the coordinator
+    /// sends one (it rings the shard's doorbell, which this awaits) and
+    /// costs no CPU while there is none. An engine that waits on its own
+    /// input can race it against that input (e.g. `futures_lite::future::or`);
+    /// it is cancel-safe: dropped before it resolves, it loses no event.
+    /// `Shutdown` if the coordinator has gone.
+    pub async fn control(self: &Rc<Self>) -> ControlEvent {
+        loop {
+            if let Some(ev) = self.poll_control() {
+                return ev;
+            }
+            if !self.wait_for_ring().await {
+                // Nobody can send any more; whatever was sent has been seen.
+                return self.poll_control().unwrap_or(ControlEvent::Shutdown);
+            }
+        }
+    }
+
+    /// Wait until an event is there to poll (returns at once if one is).
+    /// False once the coordinator's end is closed and nothing is left.
+    pub(crate) async fn until_event(&self) -> bool {
+        if self.rx.has_pending() {
+            return true;
+        }
+        self.wait_for_ring().await || self.rx.has_pending()
+    }
+
+    /// Wait until the doorbell rings (some event was sent since the last
+    /// ring was read), consuming the rings. False once the coordinator's
+    /// end is closed.
+    // The doorbell's `RefCell` is held across the read on purpose: a second
+    // waiter uses `try_borrow_mut` and falls back to polling instead of
+    // panicking, and a cancelled read drops the borrow with its future.
+    #[allow(clippy::await_holding_refcell_ref)]
+    async fn wait_for_ring(&self) -> bool {
+        use futures_lite::AsyncReadExt;
+        let taken = self.rx.bell.borrow_mut().take();
+        if let Some(std_end) = taken {
+            use std::os::fd::{FromRawFd, IntoRawFd};
+            let fd = std_end.into_raw_fd();
+            // SAFETY: `fd` is an open socket we own (taken out of the std
+            // stream, which no longer closes it); glommio's stream takes
+            // ownership and closes it when dropped.
+            let g = unsafe { glommio::net::UnixStream::from_raw_fd(fd) };
+            *self.bell.borrow_mut() = Bell::Open(Rc::new(RefCell::new(g)));
+        }
+        let bell = match &*self.bell.borrow() {
+            Bell::Open(b) => b.clone(),
+            Bell::Closed => return false,
+        };
+        // Held across the read; dropped with this future if it is
+        // cancelled (a `select` that took the engine's input instead), so
+        // the next wait reads on. Another task of this executor waiting at
+        // the same time polls instead (unusual; it stays correct).
+        let Ok(mut stream) = bell.try_borrow_mut() else {
+            glommio::timer::sleep(std::time::Duration::from_micros(200)).await;
+            return true;
+        };
+        let mut rings = [0u8; 64];
+        match stream.read(&mut rings).await {
+            Ok(0) => {
+                drop(stream);
+                *self.bell.borrow_mut() = Bell::Closed;
+                false
+            }
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(shard = self.shard.0, error = %e, "doorbell read failed; control events are polled");
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                true
+            }
+        }
     }
 
     /// The next control event, if any. Non-blocking; when there is none it

@@ -13,7 +13,6 @@ use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 use futures_lite::FutureExt;
@@ -52,7 +51,6 @@ pub(super) struct CoreJob {
     pub log_id: [u8; 16],
     pub cfg: ShardConfig,
     pub auto: bool,
-    pub poll: Duration,
     pub control: control::ShardRx,
     pub go: Receiver<Go>,
     pub acks: Sender<control::Ack>,
@@ -204,6 +202,8 @@ where
         shard: core,
         shard_count: job.shard_count,
         rx: job.control,
+        // Opened from the control channel's end at the first wait.
+        bell: std::cell::RefCell::new(super::context::Bell::Closed),
         acks: job.acks,
         last_commit: std::cell::RefCell::new(
             (!plan.offsets.is_empty() || plan.watermark.is_some()).then(|| CommitRecord {
@@ -222,7 +222,7 @@ where
         glommio::spawn_local(publish_periodically(job.metrics.clone(), log.clone())).detach();
     let auto_task = job
         .auto
-        .then(|| glommio::spawn_local(auto_barriers(ctx.clone(), job.poll, true)).detach());
+        .then(|| glommio::spawn_local(auto_barriers(ctx.clone(), true)).detach());
     let r = match AssertUnwindSafe(f(ctx.clone())).catch_unwind().await {
         // An error that does not say which shard it is about gets the shard.
         Ok(Err(e))
@@ -252,14 +252,14 @@ where
             if let Some(t) = task {
                 t.cancel();
             }
-            fail_barriers(&ctx, job.poll, &e.to_string()).await;
+            fail_barriers(&ctx, &e.to_string()).await;
         }
         (Ok(()), Some(t)) => {
             t.await;
         }
         // Until shutdown, barriers are answered on the engine's behalf (an
         // engine that returned before the final epoch).
-        (Ok(()), None) => auto_barriers(ctx.clone(), job.poll, false).await,
+        (Ok(()), None) => auto_barriers(ctx.clone(), false).await,
     }
     drop(ctx);
     publisher.cancel();
@@ -303,7 +303,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 
 /// After the engine failed: fail every barrier with its cause until the
 /// runtime stops the shard.
-async fn fail_barriers<S: Storage>(ctx: &Rc<ShardContext<S>>, poll: Duration, cause: &str) {
+async fn fail_barriers<S: Storage>(ctx: &Rc<ShardContext<S>>, cause: &str) {
     loop {
         if ctx.stop.get() {
             return;
@@ -325,14 +325,17 @@ async fn fail_barriers<S: Storage>(ctx: &Rc<ShardContext<S>>, poll: Duration, ca
                 ControlEvent::Shutdown => {}
             }
         }
-        glommio::timer::sleep(poll).await;
+        // Awaited, not polled: the coordinator's send rings the doorbell.
+        if !ctx.until_event().await {
+            return;
+        }
     }
 }
 
 /// Answer barriers on the engine's behalf. With `checkpoints` false (the
 /// engine code has returned and can no longer supply its state), checkpoint
 /// requests fail instead of recording an empty snapshot.
-async fn auto_barriers<S: Storage>(ctx: Rc<ShardContext<S>>, poll: Duration, checkpoints: bool) {
+async fn auto_barriers<S: Storage>(ctx: Rc<ShardContext<S>>, checkpoints: bool) {
     loop {
         if ctx.stop.get() {
             return;
@@ -364,6 +367,9 @@ async fn auto_barriers<S: Storage>(ctx: Rc<ShardContext<S>>, poll: Duration, che
                 ControlEvent::Shutdown => {}
             }
         }
-        glommio::timer::sleep(poll).await;
+        // Awaited, not polled: the coordinator's send rings the doorbell.
+        if !ctx.until_event().await {
+            return;
+        }
     }
 }

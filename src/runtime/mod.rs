@@ -64,8 +64,6 @@ pub struct RuntimeConfig {
     /// must then not call `poll_control`; it should return once
     /// `is_shutting_down` is true.
     pub auto_barriers: bool,
-    /// In auto mode, how often the control channel is polled.
-    pub control_poll: Duration,
     /// How long [`Runtime::shutdown`] waits for the final epoch and the
     /// engines' return, and then for the executors' exit, before it gives
     /// up with [`Error::ShardStuck`] naming the shard that did not stop.
@@ -82,7 +80,6 @@ impl Default for RuntimeConfig {
             pin: true,
             io_memory: 1 << 20,
             auto_barriers: false,
-            control_poll: Duration::from_micros(50),
             shutdown_timeout: Duration::from_secs(30),
         }
     }
@@ -173,7 +170,8 @@ impl Runtime {
         let mut handles = Vec::with_capacity(n);
         let slots: Vec<MetricsSlot> = (0..n).map(|_| Arc::new(Mutex::new(None))).collect();
         for (i, shards_here) in scope.per_core.iter().enumerate() {
-            let (tx, rx) = control::channel();
+            let (tx, rx) =
+                control::channel().map_err(|e| Error::io("create a doorbell", dir, e))?;
             txs.push(tx);
             let (go_tx, go_rx) = crossbeam_channel::bounded::<Go>(2);
             gos.push(go_tx);
@@ -193,7 +191,6 @@ impl Runtime {
                 log_id,
                 cfg: cfg.shard.clone(),
                 auto: cfg.auto_barriers,
-                poll: cfg.control_poll,
                 control: rx,
                 go: go_rx,
                 acks: ack_tx.clone(),
