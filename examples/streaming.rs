@@ -179,8 +179,10 @@ async fn engine(
         .collect();
     // 3. Run.
     let mut reported_done = false;
+    // An event already awaited (below), to be handled first.
+    let mut awaited: Option<ControlEvent> = None;
     loop {
-        while let Some(ev) = ctx.poll_control() {
+        while let Some(ev) = awaited.take().or_else(|| ctx.poll_control()) {
             match ev {
                 ControlEvent::Barrier(req) => {
                     let offsets = sources
@@ -235,7 +237,9 @@ async fn engine(
                 reported_done = true;
                 shared.done.fetch_add(1, Ordering::Relaxed);
             }
-            glommio::timer::sleep(Duration::from_millis(1)).await;
+            // No input left: wait for the coordinator's next event (the
+            // doorbell wakes this at once) instead of polling on a timer.
+            awaited = Some(ctx.control().await);
         } else {
             futures_lite::future::yield_now().await;
         }
