@@ -239,6 +239,15 @@ pub fn frame_need(v: &[u8], max_payload: usize) -> usize {
     }
 }
 
+/// The payload length a frame header declares, unchecked (`None` if `h`
+/// is shorter than a header). For judging what the bytes of a frame that
+/// failed its checks would have covered.
+#[inline]
+pub fn declared_payload_len(h: &[u8]) -> Option<usize> {
+    h.first_chunk::<FRAME_HEADER>()
+        .map(|h| u32_at(h, 4) as usize)
+}
+
 fn all_zero(b: &[u8]) -> bool {
     b.iter().all(|&x| x == 0)
 }

@@ -204,10 +204,6 @@ pub struct Stop {
     cause: CorruptionCause,
     expected: Option<Seq>,
     here_nonzero: bool,
-    /// The frame at the stop was written whole (every sector it spans
-    /// holds some of its bytes, in a zeroed segment): its failure is
-    /// damage, whatever vouches for it.
-    landed: bool,
     cut_bytes: u64,
     vouch: Seq,
     later_valid_header: bool,
@@ -275,10 +271,9 @@ async fn landed_whole<W: Window>(
         _ => {}
     }
     let head = win.at(pos, FRAME_HEADER).await?;
-    if head.len() < FRAME_HEADER {
+    let Some(len) = crate::format::frame::declared_payload_len(head) else {
         return Ok(false);
-    }
-    let len = crate::format::u32_at(head, 4) as usize;
+    };
     let used = FRAME_HEADER + if writable(len) { len } else { 0 };
     let bytes = win.at(pos, used).await?;
     if bytes.len() < used {
@@ -360,7 +355,6 @@ impl Scanner {
         let damaged = damaged_header(head);
         let header = check_header(head, index, &exp);
         let foreign = foreign_log(&header).map(|c| (path.to_path_buf(), c));
-        let mut landed = false;
         let (p, cause, vouch, last_nonzero) = match header {
             Err(cause) => (0, cause, Seq(0), win.finish().await?),
             Ok(h) if self.expected.is_some_and(|e| e != h.first_seq) => {
@@ -415,7 +409,6 @@ impl Scanner {
                         if h.zeroed
                             && landed_whole(win, pos, fault, &h, exp.max_payload).await? =>
                     {
-                        landed = true;
                         Some(CorruptionCause::LandedFrameDamaged(fault))
                     }
                     other => other,
@@ -483,7 +476,6 @@ impl Scanner {
             cause,
             expected: self.expected,
             here_nonzero: last_nonzero > p as u64,
-            landed,
             cut_bytes: data_end.saturating_sub(p as u64),
             vouch,
             later_valid_header: false,
@@ -547,7 +539,10 @@ impl Scanner {
             None => stop.later_valid_header,
         };
         let e = stop.expected.unwrap_or_default();
-        if stop.landed && !damaged {
+        // A frame that was written whole and fails is damage, whatever
+        // vouches for it (row 1a).
+        let landed = matches!(stop.cause, CorruptionCause::LandedFrameDamaged(_));
+        if landed && !damaged {
             return Some(Corrupt {
                 path: stop.path.clone(),
                 offset: stop.offset as u64,
