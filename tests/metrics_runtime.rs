@@ -76,20 +76,20 @@ fn runtime_metrics_sum_the_shards_and_time_every_epoch_seal() {
     // records and one barrier per epoch (auto mode writes no commits).
     for (i, s) in m.shards.iter().enumerate() {
         assert_eq!(s.shard.0 as usize, i);
-        assert_eq!(s.records, RECORDS + EPOCHS, "shard {i}: {s:?}");
+        assert_eq!(s.counters.records, RECORDS + EPOCHS, "shard {i}: {s:?}");
         assert_eq!(s.epoch, Epoch(EPOCHS + 1), "shard {i}");
         assert!(
-            s.syncs >= EPOCHS,
+            s.counters.syncs >= EPOCHS,
             "shard {i}: a sync per barrier, {} syncs",
-            s.syncs
+            s.counters.syncs
         );
-        assert_eq!(s.sync_latency.count, s.syncs, "shard {i}");
+        assert_eq!(s.sync_latency.count, s.counters.syncs, "shard {i}");
         assert!(s.sync_latency.p50 > Duration::ZERO, "shard {i}");
     }
     assert_eq!(m.records(), SHARDS as u64 * (RECORDS + EPOCHS));
     assert_eq!(
         m.sync_latency().count,
-        m.shards.iter().map(|s| s.syncs).sum::<u64>()
+        m.shards.iter().map(|s| s.counters.syncs).sum::<u64>()
     );
     let seal = &m.epoch_seal_latency;
     assert_eq!(seal.count, EPOCHS, "one seal latency per epoch sealed");

@@ -38,7 +38,10 @@ fn shard_metrics_count_records_syncs_rolls_and_backpressure() {
             .await
             .expect("open");
         let m = log.metrics();
-        assert_eq!((m.shard, m.records, m.syncs), (ShardId(0), 0, 0));
+        assert_eq!(
+            (m.shard, m.counters.records, m.counters.syncs),
+            (ShardId(0), 0, 0)
+        );
         assert_eq!(m.sync_latency.count, 0);
         assert_eq!((m.recovery.shards, m.recovery.records), (1, 0));
 
@@ -52,33 +55,44 @@ fn shard_metrics_count_records_syncs_rolls_and_backpressure() {
             }
         }
         let m = log.metrics();
-        assert_eq!(m.records, RECORDS);
-        assert_eq!(m.bytes, RECORDS * frame_len(PAYLOAD) as u64);
+        assert_eq!(m.counters.records, RECORDS);
+        assert_eq!(m.counters.bytes, RECORDS * frame_len(PAYLOAD) as u64);
         assert_eq!(m.next_seq.0, RECORDS);
         assert_eq!(m.durable_next.0, RECORDS, "the last append was synced");
-        assert!(m.writes >= sync_calls, "{} writes", m.writes);
         assert!(
-            m.syncs >= sync_calls,
-            "{} syncs for {sync_calls} sync calls",
-            m.syncs
+            m.counters.writes >= sync_calls,
+            "{} writes",
+            m.counters.writes
         );
-        assert_eq!(m.sync_latency.count, m.syncs, "one latency per fdatasync");
+        assert!(
+            m.counters.syncs >= sync_calls,
+            "{} syncs for {sync_calls} sync calls",
+            m.counters.syncs
+        );
+        assert_eq!(
+            m.sync_latency.count, m.counters.syncs,
+            "one latency per fdatasync"
+        );
         let l = &m.sync_latency;
         assert!(l.min > Duration::ZERO, "{l:?}");
         assert!(l.min <= l.p50 && l.p50 <= l.p99 && l.p99 <= l.max, "{l:?}");
         // 2,000 frames of 240 bytes fill about two 252 KiB segments.
-        assert!(m.rolls >= 1, "{} rolls", m.rolls);
+        assert!(m.counters.rolls >= 1, "{} rolls", m.counters.rolls);
         assert_eq!(
-            m.rolls as usize,
+            m.counters.rolls as usize,
             log.segments().len() - 1,
             "one roll per added segment"
         );
-        assert_eq!(m.rolls, log.stats().rolls, "stats() and metrics() agree");
+        assert_eq!(
+            m.counters.rolls,
+            log.stats().rolls,
+            "stats() and metrics() agree"
+        );
         assert!(!m.poisoned);
 
         // Appends that never yield fill every buffer: the refusals the
         // caller sees are the ones counted.
-        let bp_before = m.backpressure;
+        let bp_before = m.counters.backpressure;
         let mut refused = 0u64;
         let mut accepted = 0u64;
         while refused < 3 {
@@ -89,8 +103,8 @@ fn shard_metrics_count_records_syncs_rolls_and_backpressure() {
             }
         }
         let m = log.metrics();
-        assert_eq!(m.backpressure - bp_before, refused);
-        assert_eq!(m.records, RECORDS + accepted);
+        assert_eq!(m.counters.backpressure - bp_before, refused);
+        assert_eq!(m.counters.records, RECORDS + accepted);
         log.close().await.expect("close");
         m
     });
@@ -104,14 +118,18 @@ fn shard_metrics_count_records_syncs_rolls_and_backpressure() {
         m
     });
     assert_eq!(
-        (reopened.records, reopened.syncs, reopened.rolls),
+        (
+            reopened.counters.records,
+            reopened.counters.syncs,
+            reopened.counters.rolls
+        ),
         (0, 0, 0)
     );
     assert_eq!(reopened.sync_latency.count, 0);
     let r = reopened.recovery;
     // Every record appended, and the close record.
-    assert_eq!(r.records, before_close.records + 1, "{r:?}");
-    assert_eq!(r.segments as u64, before_close.rolls + 1, "{r:?}");
+    assert_eq!(r.records, before_close.counters.records + 1, "{r:?}");
+    assert_eq!(r.segments as u64, before_close.counters.rolls + 1, "{r:?}");
     assert_eq!(
         (r.torn_tails, r.repaired, r.cut_records),
         (0, 0, 0),

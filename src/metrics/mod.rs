@@ -222,20 +222,10 @@ impl RecoveryFigures {
 pub struct ShardMetrics {
     /// The shard.
     pub shard: ShardId,
-    /// Records appended (every kind: data, commit, checkpoint, barrier,
-    /// close).
-    pub records: u64,
-    /// Frame bytes appended.
-    pub bytes: u64,
-    /// Write jobs submitted.
-    pub writes: u64,
-    /// fdatasync calls on segment data (group commits and segment retires;
-    /// not the preparation of new segments).
-    pub syncs: u64,
-    /// Segments rolled.
-    pub rolls: u64,
-    /// Appends refused for lack of a free buffer or a prepared segment.
-    pub backpressure: u64,
+    /// The writer's counters since open (records of every kind, frame
+    /// bytes, write jobs, fdatasyncs of segment data, rolls, back-pressure):
+    /// the shard's own `WriterStats`, copied.
+    pub counters: crate::writer::WriterStats,
     /// The sequence number the next record gets.
     pub next_seq: Seq,
     /// Every record below this is durable.
@@ -281,7 +271,7 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 impl RuntimeMetrics {
     /// Records appended over every shard.
     pub fn records(&self) -> u64 {
-        self.shards.iter().map(|s| s.records).sum()
+        self.shards.iter().map(|s| s.counters.records).sum()
     }
 
     /// Every shard's fdatasync latencies as one distribution.

@@ -496,15 +496,9 @@ impl<S: Storage> ShardLog<S> {
     /// (tens of KiB): call it per scrape, not per record.
     pub fn metrics(&self) -> ShardMetrics {
         let st = self.inner().st.borrow();
-        let s = st.stats;
         ShardMetrics {
             shard: self.inner().shard,
-            records: s.records,
-            bytes: s.bytes,
-            writes: s.writes,
-            syncs: s.syncs,
-            rolls: s.rolls,
-            backpressure: s.backpressure,
+            counters: st.stats,
             next_seq: st.next_seq,
             durable_next: st.durable_next,
             epoch: st.epoch,
