@@ -44,6 +44,8 @@ const PARTITIONS: u64 = 8;
 const BATCH: u64 = 256;
 const KEYS: u64 = 1000;
 const WINDOW: u64 = 10_000;
+/// Bytes per `SnapshotWriter::write` call.
+const SNAPSHOT_CHUNK: usize = 256 << 10;
 
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy)]
 struct Event {
@@ -181,6 +183,8 @@ async fn engine(
     let mut reported_done = false;
     // An event already awaited (below), to be handled first.
     let mut awaited: Option<ControlEvent> = None;
+    // Snapshots streaming out in the background.
+    let mut snapshots: Vec<glommio::Task<()>> = Vec::new();
     loop {
         while let Some(ev) = awaited.take().or_else(|| ctx.poll_control()) {
             match ev {
@@ -194,16 +198,43 @@ async fn engine(
                         .collect();
                     let watermark = sources.iter().map(|s| s.next).min().unwrap_or(0);
                     ctx.commit(offsets, watermark).await?;
-                    let snap = req.checkpoint.map(|_| {
+                    // The epoch seals at once; at a checkpoint the state as
+                    // of this barrier streams out while the next epoch runs.
+                    let (_, writer) = ctx.complete_barrier_streamed(req).await?;
+                    if let Some(mut w) = writer {
+                        // Freeze the state: here an encoded copy (an engine
+                        // with a large state would use copy-on-write).
                         let mut entries: Vec<(u64, u64, u64, u64)> =
                             state.iter().map(|(k, v)| (k.0, k.1, v.0, v.1)).collect();
                         entries.sort_unstable();
-                        payloads::encode(&Snapshot { entries })
-                    });
-                    let snap = snap.transpose()?;
-                    ctx.complete_barrier(req, snap.as_deref()).await?;
+                        let frozen = payloads::encode(&Snapshot { entries })?;
+                        let task = glommio::spawn_local(async move {
+                            let id = w.checkpoint();
+                            let mut written = Ok(());
+                            for chunk in frozen.chunks(SNAPSHOT_CHUNK) {
+                                written = w.write(chunk).await;
+                                if written.is_err() {
+                                    break;
+                                }
+                            }
+                            // A failure fails the checkpoint (the coordinator's
+                            // ticket reports it); the shard is poisoned.
+                            let done = match written {
+                                Ok(()) => w.finish().await.map(|_| ()),
+                                Err(e) => Err(e),
+                            };
+                            if let Err(e) = done {
+                                eprintln!("{id}: {e}");
+                            }
+                        });
+                        snapshots.push(task);
+                    }
                 }
                 _ => {
+                    // Let the snapshots still streaming finish first.
+                    for t in snapshots.drain(..) {
+                        t.await;
+                    }
                     let _ = out.send(state);
                     return Ok(());
                 }

@@ -57,10 +57,17 @@ pub(crate) enum ToShard {
 /// Acks from shards to the coordinator.
 #[derive(Debug, Clone)]
 pub(crate) enum Ack {
-    Barrier {
+    /// `barrier(epoch)` is durable on `shard`. A checkpoint of that epoch
+    /// is answered apart, by [`Ack::Checkpoint`], once its snapshot and
+    /// marker are durable: the seal does not wait for the snapshot.
+    Barrier { shard: ShardId, epoch: Epoch },
+    /// The shard's part of checkpoint `id`: its snapshot and marker are
+    /// durable, or the checkpoint failed there (`poisoned`: by an I/O error
+    /// that poisoned the shard, so nothing later can seal either).
+    Checkpoint {
         shard: ShardId,
-        epoch: Epoch,
-        checkpoint: Option<(CheckpointId, ShardCheckpoint)>,
+        id: CheckpointId,
+        part: std::result::Result<ShardCheckpoint, CheckpointFailure>,
     },
     Failed {
         shard: ShardId,
@@ -70,6 +77,14 @@ pub(crate) enum Ack {
     /// The shard's executor is gone (its engine code panicked, or the
     /// runtime's own code on it did): it answers nothing any more.
     Dead { shard: ShardId, cause: String },
+}
+
+/// Why a shard's part of a checkpoint failed.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckpointFailure {
+    pub cause: String,
+    /// The shard is poisoned (fail-stop): nothing later can seal on it.
+    pub poisoned: bool,
 }
 
 /// The coordinator's sending end for one shard.

@@ -49,5 +49,7 @@ pub use merged::MergedReader;
 pub use metrics::{LatencySummary, RecoveryFigures, RuntimeMetrics, ShardMetrics};
 pub use reader::{Record, ShardReader};
 pub use recovery::ShardRecovery;
-pub use runtime::{RecoveryReport, ReplayPlan, ReplaySource, Runtime, RuntimeConfig, ShardContext};
+pub use runtime::{
+    RecoveryReport, ReplayPlan, ReplaySource, Runtime, RuntimeConfig, ShardContext, SnapshotWriter,
+};
 pub use writer::{BatchLsns, ShardLog, WriterStats};

@@ -180,11 +180,13 @@ async fn first_run(ctx: Rc<ShardContext<DmaStorage>>, tx: Sender<Journal>) -> sh
                 .map(|_| payloads::encode(&state))
                 .transpose()?;
             let lsn = ctx.complete_barrier(req, snap.as_deref()).await?;
+            j.push(lsn.seq.0, e, RecordKind::Barrier, Vec::new());
             if let (Some(id), Some(bytes)) = (req.checkpoint, snap) {
-                j.push(lsn.seq.0 - 1, e, RecordKind::Checkpoint, Vec::new());
+                // The epoch sealed first; the marker follows once the
+                // snapshot is durable, in the next epoch.
+                j.push(lsn.seq.0 + 1, e + 1, RecordKind::Checkpoint, Vec::new());
                 j.snapshots.push((id.0, bytes));
             }
-            j.push(lsn.seq.0, e, RecordKind::Barrier, Vec::new());
             j.states.push((e, state.clone()));
             in_epoch = 0;
         }

@@ -181,9 +181,13 @@ fn check_manifest_against_logs(
             RecordKind::Checkpoint,
             "shard {shard}: marker kind"
         );
-        assert_eq!(
-            marker.epoch, m.epoch,
-            "shard {shard}: marker in the manifest's epoch"
+        // The epoch sealed without waiting for the snapshot: the marker is
+        // logged once the snapshot is durable, in a later epoch.
+        assert!(
+            marker.epoch > m.epoch,
+            "shard {shard}: marker in epoch {}, after the checkpoint's epoch {}",
+            marker.epoch,
+            m.epoch
         );
         let mk: CheckpointMarker =
             payloads::decode(&marker.payload, "checkpoint marker").expect("marker decodes");
@@ -203,14 +207,10 @@ fn check_manifest_against_logs(
             "shard {shard}: record before replay_from"
         );
         assert_eq!(barrier.epoch, m.epoch);
-        assert!(sc.marker_seq < sc.replay_from - 1);
-        for s in sc.marker_seq + 1..sc.replay_from - 1 {
-            assert_ne!(
-                at(s).kind,
-                RecordKind::Data,
-                "no data between marker and barrier"
-            );
-        }
+        assert!(
+            sc.marker_seq >= sc.replay_from,
+            "shard {shard}: the marker follows the barrier"
+        );
 
         // The snapshot holds the bytes the engine supplied, and they
         // describe exactly the data logged before the checkpoint.
@@ -255,7 +255,10 @@ fn check_manifest_against_logs(
             .find(|r| r.kind == RecordKind::Commit && r.epoch == m.epoch)
             .map(|r| r.seq)
             .unwrap();
-        assert!(commit_seq < sc.marker_seq, "commit precedes the marker");
+        assert!(
+            commit_seq < sc.replay_from - 1,
+            "the commit precedes the barrier"
+        );
     }
 }
 

@@ -51,6 +51,24 @@ fn config() -> RuntimeConfig {
     }
 }
 
+/// Size of each shard's snapshot: streamed in 64 KiB chunks, it takes long
+/// enough that some kills land while one is being written.
+const SNAPSHOT_LEN: usize = 6 << 20;
+
+/// The state shard `shard` snapshots at checkpoint `id`.
+fn snapshot_state(shard: u32, id: u64) -> Vec<u8> {
+    let head = format!("shard {shard} checkpoint {id} ");
+    let mut v = head.into_bytes();
+    let mut x = u64::from(shard) * 0x9e37_79b9 + id;
+    while v.len() < SNAPSHOT_LEN {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        v.push((x >> 56) as u8);
+    }
+    v
+}
+
 /// The child: runs until killed (or for at most 5 s). Does nothing unless
 /// started by the parent test.
 #[test]
@@ -76,9 +94,22 @@ fn child_runs_epochs_until_killed() {
                 while let Some(ev) = ctx.poll_control() {
                     match ev {
                         ControlEvent::Barrier(req) => {
-                            let snap = format!("shard {shard} epoch {epoch} index {index}");
-                            let snap = req.checkpoint.map(|_| snap.as_bytes());
-                            ctx.complete_barrier(req, snap).await?;
+                            // The epoch seals at once; the snapshot streams
+                            // out while appends go on, so kills land in
+                            // the middle of it too.
+                            let (_, w) = ctx.complete_barrier_streamed(req).await?;
+                            if let Some(mut w) = w {
+                                glommio::spawn_local(async move {
+                                    let state = snapshot_state(shard, w.checkpoint().0);
+                                    for c in state.chunks(64 << 10) {
+                                        if w.write(c).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                    let _ = w.finish().await;
+                                })
+                                .detach();
+                            }
                         }
                         _ => return Ok(()),
                     }
@@ -220,6 +251,16 @@ fn run_and_kill(dir: &Path, starts: &[u64], delay: Duration) -> Reported {
 /// Reopen after a kill and check everything; return, per shard, the number
 /// of data records in its open epoch (the index the next child goes on from).
 fn verify(dir: &Path, rep: &Reported) -> Vec<u64> {
+    // A snapshot newer than the newest manifest: the kill landed while a
+    // checkpoint's snapshots were being written.
+    let newest = manifest_ids(dir).last().copied().unwrap_or(0);
+    let in_flight: Vec<u64> = (0..SHARDS as u32)
+        .flat_map(|s| snapshot_ids(dir, s))
+        .filter(|&id| id > newest)
+        .collect();
+    if !in_flight.is_empty() {
+        eprintln!("  killed while the snapshots of checkpoint(s) {in_flight:?} were in flight");
+    }
     let rt = Runtime::start(
         dir,
         RuntimeConfig {
@@ -242,6 +283,17 @@ fn verify(dir: &Path, rep: &Reported) -> Vec<u64> {
         rt.recovered()
     );
     assert!(rt.coordinator().sealed_epoch().0 >= rep.sealed);
+    if let Some(m) = rt.manifest() {
+        // A manifest names only snapshots that were wholly durable.
+        for s in 0..SHARDS as u32 {
+            let snap = read_snapshot(dir, m, s).expect("the manifest's snapshot verifies");
+            assert!(
+                snap == snapshot_state(s, m.checkpoint),
+                "shard {s}: the snapshot of checkpoint {} holds other bytes",
+                m.checkpoint
+            );
+        }
+    }
     if let Some((id, epoch)) = rep.checkpoint {
         let m = rt.manifest().expect("a reported checkpoint has a manifest");
         assert!(
@@ -314,7 +366,9 @@ fn verify(dir: &Path, rep: &Reported) -> Vec<u64> {
                 RecordKind::Checkpoint => {
                     let mk: CheckpointMarker =
                         payloads::decode(&r.payload, "marker").expect("marker decodes");
-                    assert_eq!(mk.epoch, r.epoch);
+                    // Logged once the snapshot is durable, after the
+                    // checkpoint's barrier.
+                    assert!(mk.epoch < r.epoch, "shard {s} seq {}: marker epoch", r.seq);
                 }
                 RecordKind::Close => {}
                 other => panic!("shard {s}: unexpected {other:?}"),

@@ -34,8 +34,9 @@ enum Fault {
     /// the barrier fails).
     BarrierOfEpoch(u64),
     /// Just before it handles this checkpoint, failing the `n`-th fsync from
-    /// then (0: the snapshot's fdatasync; 1: the log's fdatasync of the
-    /// marker and barrier).
+    /// then (0: the log's fdatasync of the barrier; 1: the snapshot's
+    /// fdatasync; 2: the log's fdatasync of the marker, which follows the
+    /// barrier once the snapshot is durable).
     Checkpoint(u64, u64),
 }
 
@@ -198,6 +199,9 @@ fn an_fsync_failure_fails_the_next_barrier_and_every_later_call() {
 }
 
 fn checkpoint_failure(nth_sync: u64) -> (Seen, shardwal::Result<()>) {
+    // The seal does not wait for the snapshot: only a failure of the
+    // barrier's own fdatasync keeps the checkpoint's epoch from sealing.
+    let sealed = if nth_sync == 0 { 3 } else { 4 };
     let dir = tempfile::tempdir().unwrap();
     let (tx, seen) = mpsc::channel();
     let rt = start(dir.path(), Fault::Checkpoint(2, nth_sync), tx);
@@ -222,10 +226,17 @@ fn checkpoint_failure(nth_sync: u64) -> (Seen, shardwal::Result<()>) {
     let e = t.wait_timeout(WAIT).expect_err("checkpoint 2 fails");
     assert!(names_shard_1(&e), "the error names shard 1: {e}");
     assert!(e.to_string().contains("checkpoint 2"), "{e}");
+    // The checkpoint may fail before the other shards have acknowledged
+    // its epoch's barrier: give them time.
+    let t0 = std::time::Instant::now();
+    while c.sealed_epoch() < Epoch(sealed) && t0.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(20));
     assert_eq!(
         c.sealed_epoch(),
-        Epoch(3),
-        "the failed checkpoint's epoch is not sealed"
+        Epoch(sealed),
+        "the sealed epoch after a failure at fsync {nth_sync} of the checkpoint"
     );
     let s = seen
         .recv_timeout(WAIT)
@@ -244,7 +255,14 @@ fn checkpoint_failure(nth_sync: u64) -> (Seen, shardwal::Result<()>) {
 
 #[test]
 fn a_snapshot_fsync_failure_fails_the_checkpoint_and_every_later_call() {
-    let _ = checkpoint_failure(0);
+    let _ = checkpoint_failure(1);
+}
+
+#[test]
+fn a_barrier_fsync_failure_at_a_checkpoint_fails_its_epoch_and_every_later_call() {
+    let (s, shut) = checkpoint_failure(0);
+    assert!(s.poisoned.is_some() && s.append_after.is_err(), "{s:?}");
+    assert!(shut.is_err(), "shutdown reports the poisoned shard");
 }
 
 /// Fail-stop (brief, "Fixed decisions"): after any write or fsync error the
@@ -253,7 +271,7 @@ fn a_snapshot_fsync_failure_fails_the_checkpoint_and_every_later_call() {
 /// accepting appends and shutdown reports success.
 #[test]
 fn a_snapshot_fsync_failure_poisons_the_shard() {
-    let (s, shut) = checkpoint_failure(0);
+    let (s, shut) = checkpoint_failure(1);
     assert!(
         s.poisoned.is_some() && s.append_after.is_err(),
         "after its snapshot's fdatasync failed, shard 1 still accepts appends: {s:?}"
@@ -266,7 +284,7 @@ fn a_snapshot_fsync_failure_poisons_the_shard() {
 
 #[test]
 fn a_log_fsync_failure_during_a_checkpoint_fails_it_and_every_later_call() {
-    let (s, shut) = checkpoint_failure(1);
+    let (s, shut) = checkpoint_failure(2);
     assert!(s.poisoned.is_some() && s.append_after.is_err(), "{s:?}");
     assert!(shut.is_err(), "shutdown reports the poisoned shard");
 }

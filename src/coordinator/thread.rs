@@ -30,8 +30,21 @@ use crate::layout::Layout;
 
 struct PendingCkpt {
     id: CheckpointId,
+    epoch: Epoch,
     parts: Vec<Option<ShardCheckpoint>>,
     waiters: Vec<Sender<Result<CheckpointInfo>>>,
+}
+
+impl PendingCkpt {
+    fn complete(&self) -> bool {
+        self.parts.iter().all(Option::is_some)
+    }
+
+    fn fail(self, err: &Error) {
+        for w in self.waiters {
+            crate::reply::send_or_gone(&w, Err(clone_err(err)));
+        }
+    }
 }
 
 struct PendingEpoch {
@@ -54,8 +67,15 @@ pub(crate) struct CoordinatorThread {
     next_checkpoint: CheckpointId,
     pending: BTreeMap<Epoch, PendingEpoch>,
     retained: VecDeque<Manifest>,
+    /// Checkpoints whose epoch has sealed but whose snapshots are not all
+    /// durable yet, by id: their manifests are written in id order, each
+    /// once every shard's part is in.
+    in_flight: BTreeMap<CheckpointId, PendingCkpt>,
     layout: Layout,
     failed: Option<Error>,
+    /// A shard was poisoned by a checkpoint's I/O: nothing new can be
+    /// issued, while the epochs it had already acknowledged may still seal.
+    doomed: Option<Error>,
     epochs_since_checkpoint: u64,
 }
 
@@ -91,8 +111,10 @@ pub(crate) fn spawn(start: CoordinatorStart) -> Result<(Coordinator, JoinHandle<
         next_checkpoint: start.next_checkpoint,
         pending: BTreeMap::new(),
         retained: start.retained,
+        in_flight: BTreeMap::new(),
         layout: start.layout,
         failed: None,
+        doomed: None,
         epochs_since_checkpoint: 0,
     };
     let handle = std::thread::Builder::new()
@@ -145,7 +167,7 @@ impl CoordinatorThread {
                                 s.send(ToShard::Stop);
                             }
                         }
-                        if self.pending.is_empty() {
+                        if self.idle() {
                             break;
                         }
                     }
@@ -153,7 +175,7 @@ impl CoordinatorThread {
                 recv(self.acks) -> ack => match ack {
                     Ok(a) => {
                         self.on_ack(a);
-                        if shutting_down && self.pending.is_empty() {
+                        if shutting_down && self.idle() {
                             break;
                         }
                     }
@@ -162,7 +184,7 @@ impl CoordinatorThread {
                 },
                 default(timeout) => {
                     self.expire(Instant::now());
-                    if shutting_down && self.pending.is_empty() {
+                    if shutting_down && self.idle() {
                         break;
                     }
                     if let (Some(t), Some(d)) = (next_tick, self.cfg.epoch_interval)
@@ -189,15 +211,22 @@ impl CoordinatorThread {
                 crate::reply::send_or_gone(&w, Err(Error::ShutDown));
             }
             if let Some(c) = p.checkpoint {
-                for w in c.waiters {
-                    crate::reply::send_or_gone(&w, Err(Error::ShutDown));
-                }
+                c.fail(&Error::ShutDown);
             }
+        }
+        for (_, c) in std::mem::take(&mut self.in_flight) {
+            c.fail(&Error::ShutDown);
         }
     }
 
+    /// Nothing is waiting for a shard: no epoch unsealed, no checkpoint
+    /// without all its parts.
+    fn idle(&self) -> bool {
+        self.pending.is_empty() && self.in_flight.is_empty()
+    }
+
     fn issue(&mut self, checkpoint: bool) -> Result<Issued> {
-        if let Some(e) = &self.failed {
+        if let Some(e) = self.failed.as_ref().or(self.doomed.as_ref()) {
             return Err(clone_err(e));
         }
         let epoch = self.next_epoch;
@@ -226,6 +255,7 @@ impl CoordinatorThread {
                 let (tx, rx) = crossbeam_channel::bounded(1);
                 pe.checkpoint = Some(PendingCkpt {
                     id,
+                    epoch,
                     parts: vec![None; n],
                     waiters: vec![tx],
                 });
@@ -256,23 +286,14 @@ impl CoordinatorThread {
 
     fn on_ack(&mut self, ack: Ack) {
         match ack {
-            Ack::Barrier {
-                shard,
-                epoch,
-                checkpoint,
-            } => {
-                if let Some(pe) = self.pending.get_mut(&epoch) {
-                    if let Some(a) = pe.acked.get_mut(shard.0 as usize) {
-                        *a = true;
-                    }
-                    if let (Some(pc), Some((id, part))) = (pe.checkpoint.as_mut(), checkpoint)
-                        && pc.id == id
-                        && let Some(slot) = pc.parts.get_mut(shard.0 as usize)
-                    {
-                        *slot = Some(part);
-                    }
+            Ack::Barrier { shard, epoch } => {
+                if let Some(pe) = self.pending.get_mut(&epoch)
+                    && let Some(a) = pe.acked.get_mut(shard.0 as usize)
+                {
+                    *a = true;
                 }
             }
+            Ack::Checkpoint { shard, id, part } => self.on_checkpoint_part(shard, id, part),
             Ack::Dead { shard, cause } => {
                 // The shard's executor is gone: nothing it was asked will be
                 // answered, and no later epoch can seal.
@@ -377,9 +398,10 @@ impl CoordinatorThread {
                 crate::reply::send_or_gone(w, Ok(epoch));
             }
             if let Some(pc) = pe.checkpoint {
-                self.finish_checkpoint(epoch, pc);
+                self.in_flight.insert(pc.id, pc);
             }
         }
+        self.write_ready_manifests();
         if let Some(err) = &self.failed {
             // Later epochs cannot seal either.
             let err = clone_err(err);
@@ -389,25 +411,89 @@ impl CoordinatorThread {
         }
     }
 
-    fn finish_checkpoint(&mut self, epoch: Epoch, pc: PendingCkpt) {
-        let mut shards = Vec::with_capacity(pc.parts.len());
-        for (i, p) in pc.parts.into_iter().enumerate() {
-            match p {
-                Some(p) => shards.push(p),
-                None => {
-                    let e = Error::ShardFailed {
-                        shard: ShardId(i as u32),
-                        what: format!("{} at {epoch}", pc.id),
-                        cause: "acked the barrier without a checkpoint".into(),
-                    };
-                    tracing::warn!(checkpoint = pc.id.0, epoch = epoch.0, error = %e, "checkpoint failed");
-                    for w in pc.waiters {
-                        crate::reply::send_or_gone(&w, Err(clone_err(&e)));
-                    }
-                    return;
+    /// A shard's part of checkpoint `id` arrived: keep it, or fail the
+    /// checkpoint. The part may come before the epoch has sealed on every
+    /// shard (a small snapshot, a slow barrier elsewhere) or long after.
+    fn on_checkpoint_part(
+        &mut self,
+        shard: ShardId,
+        id: CheckpointId,
+        part: std::result::Result<ShardCheckpoint, crate::control::CheckpointFailure>,
+    ) {
+        let slot = match self.in_flight.get_mut(&id) {
+            Some(pc) => Some(pc),
+            None => self
+                .pending
+                .values_mut()
+                .filter_map(|pe| pe.checkpoint.as_mut())
+                .find(|pc| pc.id == id),
+        };
+        // A checkpoint already failed (or shut down) needs no part.
+        let Some(pc) = slot else {
+            return;
+        };
+        match part {
+            Ok(p) => {
+                if let Some(s) = pc.parts.get_mut(shard.0 as usize) {
+                    *s = Some(p);
                 }
+                self.write_ready_manifests();
+            }
+            Err(f) => {
+                let err = Error::ShardFailed {
+                    shard,
+                    what: format!("{id} at {}", pc.epoch),
+                    cause: f.cause,
+                };
+                tracing::warn!(checkpoint = id.0, shard = shard.0, error = %err, "checkpoint failed");
+                let taken = match self.in_flight.remove(&id) {
+                    Some(pc) => Some(pc),
+                    None => self
+                        .pending
+                        .values_mut()
+                        .find(|pe| pe.checkpoint.as_ref().is_some_and(|pc| pc.id == id))
+                        .and_then(|pe| pe.checkpoint.take()),
+                };
+                if let Some(pc) = taken {
+                    pc.fail(&err);
+                }
+                if f.poisoned {
+                    // Fail-stop: the shard is poisoned, so no epoch whose
+                    // barrier it has not made durable yet can seal, and
+                    // every later call fails at once. Epochs it has already
+                    // acknowledged may still seal.
+                    for pe in self.pending.values_mut() {
+                        if pe.failed.is_none()
+                            && !pe.acked.get(shard.0 as usize).is_some_and(|&a| a)
+                        {
+                            pe.failed = Some(clone_err(&err));
+                        }
+                    }
+                    self.doomed.get_or_insert(err);
+                    self.settle();
+                }
+                // A later checkpoint may have been waiting behind this one.
+                self.write_ready_manifests();
             }
         }
+    }
+
+    /// Write the manifests of sealed checkpoints whose parts are all in,
+    /// oldest first; stop at the first still waiting for a snapshot, so
+    /// manifests appear in id order and the retained list stays sorted.
+    fn write_ready_manifests(&mut self) {
+        while let Some(entry) = self.in_flight.first_entry() {
+            if !entry.get().complete() {
+                break;
+            }
+            let pc = entry.remove();
+            self.finish_checkpoint(pc);
+        }
+    }
+
+    fn finish_checkpoint(&mut self, pc: PendingCkpt) {
+        let epoch = pc.epoch;
+        let shards: Vec<ShardCheckpoint> = pc.parts.iter().flatten().cloned().collect();
         let m = Manifest {
             log_id: self.log_id,
             checkpoint: pc.id.0,

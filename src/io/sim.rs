@@ -97,6 +97,34 @@ impl Fs {
     }
 }
 
+/// A simulated disk's durable contents, detached from its thread (see
+/// [`SimStorage::crash_image`]).
+#[derive(Debug, Clone, Default)]
+pub struct SimImage {
+    dirs: Vec<PathBuf>,
+    files: Vec<(PathBuf, Vec<u8>)>,
+}
+
+impl SimImage {
+    /// The files, with their bytes.
+    pub fn files(&self) -> &[(PathBuf, Vec<u8>)] {
+        &self.files
+    }
+
+    /// Add (or replace) a durable file, and its directory: for example a
+    /// log's `LOG_ID`, which the runtime keeps on the real disk, for
+    /// readers that go through the simulated one.
+    pub fn with_file(mut self, path: &Path, bytes: &[u8]) -> SimImage {
+        let dir = parent(path);
+        if !self.dirs.contains(&dir) {
+            self.dirs.push(dir);
+        }
+        self.files.retain(|(p, _)| p != path);
+        self.files.push((path.to_path_buf(), bytes.to_vec()));
+        self
+    }
+}
+
 /// The simulated storage. Clones share one simulated disk.
 #[derive(Clone, Default)]
 pub struct SimStorage {
@@ -238,6 +266,43 @@ impl SimStorage {
         }
         SimStorage {
             fs: Rc::new(RefCell::new(out)),
+        }
+    }
+
+    /// What [`SimStorage::crash`] would leave, as plain bytes that can be
+    /// sent to another thread (a simulated disk is local to its thread,
+    /// like the executor that uses it): rebuild it there with
+    /// [`SimStorage::from_image`].
+    pub fn crash_image(&self, mode: CrashMode, seed: u64) -> SimImage {
+        let crashed = self.crash(mode, seed);
+        let fs = crashed.fs.borrow();
+        SimImage {
+            dirs: fs.dirs.keys().cloned().collect(),
+            files: fs
+                .durable
+                .iter()
+                .map(|(p, f)| (p.clone(), f.borrow().durable.clone()))
+                .collect(),
+        }
+    }
+
+    /// A simulated disk holding `image`, every byte and name durable.
+    pub fn from_image(image: &SimImage) -> SimStorage {
+        let mut fs = Fs::default();
+        for d in &image.dirs {
+            fs.dirs.insert(d.clone(), ());
+        }
+        for (path, bytes) in &image.files {
+            let data = Rc::new(RefCell::new(FileData {
+                live: bytes.clone(),
+                durable: bytes.clone(),
+                unsynced: Vec::new(),
+            }));
+            fs.live.insert(path.clone(), data.clone());
+            fs.durable.insert(path.clone(), data);
+        }
+        SimStorage {
+            fs: Rc::new(RefCell::new(fs)),
         }
     }
 

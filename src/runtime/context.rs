@@ -6,8 +6,9 @@ use std::rc::Rc;
 
 use crossbeam_channel::Sender;
 
-use crate::checkpoint::payloads::{self, CheckpointMarker, CommitRecord, SourceOffset};
-use crate::checkpoint::{ShardCheckpoint, snapshot};
+use super::snapshot_writer::{SnapshotStart, SnapshotWriter};
+use crate::checkpoint::payloads::{self, CommitRecord, SourceOffset};
+use crate::checkpoint::snapshot;
 use crate::control::{Ack, BarrierRequest, ControlEvent, ShardRx, ToShard};
 use crate::error::{Error, Result};
 use crate::format::frame::RecordKind;
@@ -283,29 +284,71 @@ impl<S: Storage> ShardContext<S> {
     }
 
     /// Answer a barrier: with a checkpoint, write `snapshot` (the engine's
-    /// state as of this point; empty if `None`) durably and log a marker;
-    /// then log `barrier(e)`, make it durable and ack to the coordinator.
+    /// state as of this point; empty if `None`) durably and log a marker.
     /// Records appended after this belong to epoch `e + 1`.
+    ///
+    /// The one-slice convenience form of
+    /// [`ShardContext::complete_barrier_streamed`]: the epoch is sealed
+    /// (its barrier durable and acknowledged) before the snapshot is
+    /// written, but this returns only once the shard's part of the
+    /// checkpoint is durable too, so the engine stops while the slice is
+    /// written. Large states should stream instead.
     pub async fn complete_barrier(
         &self,
         req: BarrierRequest,
         snapshot: Option<&[u8]>,
     ) -> Result<Lsn> {
-        let r = self.barrier_inner(req, snapshot).await;
+        let (lsn, writer) = self.complete_barrier_streamed(req).await?;
+        if let Some(mut w) = writer {
+            w.write(snapshot.unwrap_or(&[])).await?;
+            w.finish().await?;
+        }
+        Ok(lsn)
+    }
+
+    /// Answer a barrier at once: log `barrier(e)`, make it durable and
+    /// acknowledge it, so the epoch seals without waiting for any
+    /// snapshot. Records appended after this belong to epoch `e + 1`.
+    ///
+    /// With a checkpoint, returns a [`SnapshotWriter`] for the shard's
+    /// state *as of this barrier*: freeze it (copy-on-write, a generation
+    /// number, ...), stream it into the writer while processing goes on,
+    /// typically from a task of its own (`glommio::spawn_local`), and
+    /// [`SnapshotWriter::finish`] it. The checkpoint completes (its
+    /// manifest is written) once every shard's part is durable; its replay
+    /// position is just after this barrier.
+    pub async fn complete_barrier_streamed(
+        &self,
+        req: BarrierRequest,
+    ) -> Result<(Lsn, Option<SnapshotWriter<S>>)> {
+        let r = self.seal(req).await;
         // Before the ack: once the epoch seals, the published metrics
         // include everything up to its barrier.
         super::core_job::publish(&self.metrics, &self.log);
-        match &r {
-            Ok((lsn, part)) => {
+        match r {
+            Ok(lsn) => {
                 crate::reply::send_or_gone(
                     &self.acks,
                     Ack::Barrier {
                         shard: self.shard,
                         epoch: req.epoch,
-                        checkpoint: part.clone(),
                     },
                 );
-                Ok(*lsn)
+                let writer = req.checkpoint.map(|checkpoint| {
+                    SnapshotWriter::new(SnapshotStart {
+                        log: self.log.clone(),
+                        acks: self.acks.clone(),
+                        shard: self.shard,
+                        checkpoint,
+                        epoch: req.epoch,
+                        replay_from: lsn.seq.next(),
+                        // The latest commit holds until the next one,
+                        // whichever epoch it was written in (after a
+                        // restart: the one recovered).
+                        commit: self.last_commit.borrow().clone(),
+                    })
+                });
+                Ok((lsn, writer))
             }
             Err(e) => {
                 crate::reply::send_or_gone(
@@ -316,16 +359,14 @@ impl<S: Storage> ShardContext<S> {
                         cause: e.to_string(),
                     },
                 );
-                r.map(|(l, _)| l)
+                Err(e)
             }
         }
     }
 
-    async fn barrier_inner(
-        &self,
-        req: BarrierRequest,
-        snap: Option<&[u8]>,
-    ) -> Result<(Lsn, Option<(crate::ids::CheckpointId, ShardCheckpoint)>)> {
+    /// Log `barrier(req.epoch)` (closing any empty epochs a shard that
+    /// recovered behind the others still has open) and make it durable.
+    async fn seal(&self, req: BarrierRequest) -> Result<Lsn> {
         let log = &self.log;
         if log.epoch() > req.epoch {
             return Err(Error::Config(format!(
@@ -334,56 +375,11 @@ impl<S: Storage> ShardContext<S> {
                 log.epoch().0
             )));
         }
-        // A shard that recovered behind the others closes the empty epochs.
         while log.epoch() < req.epoch {
             log.barrier().await?;
         }
-        let mut marker = None;
-        if let Some(c) = req.checkpoint {
-            let sref = match snapshot::write(
-                log.storage(),
-                log.dir(),
-                self.shard.0,
-                c.0,
-                snap.unwrap_or(&[]),
-            )
-            .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    // Fail-stop: after a failed write or fsync nothing on
-                    // this shard is trusted to be durable any more.
-                    log.poison(format!("snapshot of checkpoint {} failed: {e}", c.0));
-                    return Err(e);
-                }
-            };
-            let m = CheckpointMarker {
-                checkpoint: c.0,
-                epoch: req.epoch.0,
-                snapshot: sref.clone(),
-            };
-            let lsn = log
-                .append_kind(RecordKind::Checkpoint, &payloads::encode(&m)?)
-                .await?;
-            marker = Some((c, lsn.seq.0, sref));
-        }
         let lsn = log.barrier().await?;
         log.sync().await?;
-        // The latest commit holds until the next one, whichever epoch it
-        // was written in (after a restart: the one recovered).
-        let commit = self.last_commit.borrow().clone();
-        let part = marker.map(|(c, marker_seq, snapshot)| {
-            (
-                c,
-                ShardCheckpoint {
-                    shard: self.shard.0,
-                    replay_from: lsn.seq.0 + 1,
-                    marker_seq,
-                    snapshot,
-                    commit,
-                },
-            )
-        });
-        Ok((lsn, part))
+        Ok(lsn)
     }
 }

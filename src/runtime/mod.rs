@@ -16,9 +16,11 @@
 
 mod context;
 mod core_job;
+mod snapshot_writer;
 
 pub use crate::recovery::plan::{RecoveryReport, ReplayPlan, ReplaySource};
 pub use context::ShardContext;
+pub use snapshot_writer::SnapshotWriter;
 
 use std::collections::BTreeMap;
 use std::future::Future;
