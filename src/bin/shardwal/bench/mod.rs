@@ -11,7 +11,8 @@
 //! | `sync` | one 1 KiB `append` + `wait_durable` at a time, `EveryAppend` | `write_all` 1 KiB + `flush` + `sync_data` |
 //! | `large` | 4 KiB appends, `Never` | as `buffered`, 4 KiB |
 //! | `recover` | `ShardLog::open` (full recovery scan) of a log of `--recover-mib` MiB of 128 B records written by the run | O_DIRECT sequential read of the same segment files |
-//! | `epoch` | seal latency: `advance_epoch().wait()` on a 2-shard `Runtime` (auto barriers, default 50 µs control poll) | one 4 KiB `pwrite` + `sync_data`, on a prefilled file and on a growing one |
+//! | `epoch` | seal latency: `advance_epoch().wait()` on a 2-shard `Runtime` (auto barriers) | one 4 KiB `pwrite` + `sync_data`, on a prefilled file and on a growing one |
+//! | `checkpoint` | a 2-shard `Runtime` whose engines answer barriers inline: seal latency idle and under load, barrier delivery to an awaiting engine, append throughput with 10 ms epochs, and one streamed checkpoint of `--state-mib` MiB per shard under half load | appends without epochs; O_DIRECT sequential write of the snapshots' bytes |
 //!
 //! Latency is per operation: per append (`buffered`, `large`: every 16th
 //! append is timed, to keep the clock's cost out of the throughput), per
@@ -25,6 +26,7 @@
 //! baselines), and one module per workload.
 
 mod appends;
+mod checkpoint;
 mod epoch;
 mod group;
 mod measure;
@@ -58,6 +60,9 @@ pub struct Args {
     /// Size of the log the `recover` workload writes and reopens, in MiB.
     #[arg(long, default_value_t = 256)]
     recover_mib: u64,
+    /// State per shard that the `checkpoint` workload snapshots, in MiB.
+    #[arg(long, default_value_t = 1024)]
+    state_mib: u64,
 }
 
 /// A benchmark workload.
@@ -75,7 +80,10 @@ pub enum Workload {
     Recover,
     /// Epoch seal latency on a 2-shard runtime.
     Epoch,
-    /// Every workload, in this order.
+    /// Epochs and a streamed checkpoint under load on a 2-shard runtime.
+    Checkpoint,
+    /// Every workload but `checkpoint` (which writes gigabytes), in this
+    /// order.
     All,
 }
 
@@ -128,6 +136,7 @@ pub fn run(a: &Args, json: bool) -> CmdResult {
             Workload::Sync => sync::run(&ex, &scratch, dur)?,
             Workload::Recover => recover::run(&ex, &scratch, dur, a.recover_mib)?,
             Workload::Epoch => epoch::run(&scratch, dur)?,
+            Workload::Checkpoint => checkpoint::run(&scratch, dur, a.state_mib)?,
             Workload::All => unreachable!("expanded above"),
         };
         if json {

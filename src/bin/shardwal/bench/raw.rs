@@ -16,6 +16,14 @@ use crate::Fail;
 /// then fdatasync, and a sequential O_DIRECT read of the file; each timed
 /// per 1 MiB block.
 pub(super) fn direct_write_read(path: &Path, total: u64) -> Result<(Measure, Measure), Fail> {
+    let w = direct_write(path, total)?;
+    let r = direct_read(path, "raw_direct_read")?;
+    Ok((w, r))
+}
+
+/// O_DIRECT sequential write of `total` bytes (rounded up to 1 MiB blocks)
+/// then fdatasync, timed per 1 MiB block.
+pub(super) fn direct_write(path: &Path, total: u64) -> Result<Measure, Fail> {
     const B: usize = 1 << 20;
     let blocks = total.div_ceil(B as u64).max(1);
     let mut buf = AlignedBuf::zeroed(B);
@@ -43,8 +51,7 @@ pub(super) fn direct_write_read(path: &Path, total: u64) -> Result<(Measure, Mea
         w.ops = blocks;
         w.bytes = blocks * B as u64;
     }
-    let r = direct_read(path, "raw_direct_read")?;
-    Ok((w, r))
+    Ok(w)
 }
 
 /// Sequential O_DIRECT read of a file in 1 MiB blocks (one op per block).
