@@ -67,8 +67,15 @@ impl Storage for DmaStorage {
         Ok(DmaSegmentFile { file })
     }
 
+    /// `unlink(2)` on the executor's blocking thread: removing a large
+    /// segment (and, on a file system mounted with `discard`, the journal
+    /// work it brings) can take milliseconds, which the shard's appends
+    /// and barriers must not wait behind.
     async fn remove(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)
+        let p = path.to_path_buf();
+        glommio::executor()
+            .spawn_blocking(move || std::fs::remove_file(p))
+            .await
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -90,11 +97,17 @@ impl Storage for DmaStorage {
             .create(dir)
     }
 
-    /// `fsync(2)` on the directory, blocking: glommio's `Directory::open`
-    /// fails with EBADF on relative paths, and directory syncs are rare
-    /// (segment creation, snapshot, recovery), never per record.
+    /// `fsync(2)` on the directory, on the executor's blocking thread
+    /// (glommio's `Directory::open` fails with EBADF on relative paths).
+    /// Directory syncs are rare (segment creation, snapshot, truncation,
+    /// recovery), never per record, but one that commits the file system's
+    /// journal after large removals can take hundreds of milliseconds: off
+    /// the executor, the shard goes on appending and answering barriers.
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        super::std_fs::sync_dir_blocking(dir)
+        let d = dir.to_path_buf();
+        glommio::executor()
+            .spawn_blocking(move || super::std_fs::sync_dir_blocking(&d))
+            .await
     }
 
     type Lock = std::fs::File;

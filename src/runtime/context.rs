@@ -43,6 +43,10 @@ pub struct ShardContext<S: Storage> {
     pub(crate) log_dir: std::path::PathBuf,
     /// Where the shard's metrics are published for `Runtime::metrics`.
     pub(crate) metrics: super::core_job::MetricsSlot,
+    /// The latest truncation running in the background (its file removals
+    /// run on the executor's blocking thread): awaited before the executor
+    /// ends.
+    pub(crate) truncation: RefCell<Option<glommio::task::JoinHandle<()>>>,
 }
 
 impl<S: Storage> ShardContext<S> {
@@ -224,7 +228,12 @@ impl<S: Storage> ShardContext<S> {
                     keep_snapshots_from,
                 } => {
                     let me = self.clone();
-                    glommio::spawn_local(async move {
+                    // One truncation at a time, each after the previous.
+                    let previous = self.truncation.take();
+                    let task = glommio::spawn_local(async move {
+                        if let Some(p) = previous {
+                            p.await;
+                        }
                         // A failure here leaves extra files, never lost data;
                         // it is retried by the next truncation.
                         if let Err(e) = me.truncate(before, keep_snapshots_from).await {
@@ -232,6 +241,7 @@ impl<S: Storage> ShardContext<S> {
                         }
                     })
                     .detach();
+                    *self.truncation.borrow_mut() = Some(task);
                 }
             }
         }

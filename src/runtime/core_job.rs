@@ -217,6 +217,7 @@ where
         plan,
         log_dir: job.log_dir.clone(),
         metrics: job.metrics.clone(),
+        truncation: Default::default(),
     });
     let publisher =
         glommio::spawn_local(publish_periodically(job.metrics.clone(), log.clone())).detach();
@@ -260,6 +261,11 @@ where
         // Until shutdown, barriers are answered on the engine's behalf (an
         // engine that returned before the final epoch).
         (Ok(()), None) => auto_barriers(ctx.clone(), false).await,
+    }
+    // A truncation still removing files finishes before the executor ends.
+    let truncation = ctx.truncation.take();
+    if let Some(t) = truncation {
+        t.await;
     }
     drop(ctx);
     publisher.cancel();

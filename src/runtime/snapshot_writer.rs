@@ -92,6 +92,12 @@ impl<S: Storage> SnapshotWriter<S> {
 
     /// Append the next chunk of the state.
     pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.file.is_none() {
+            return Err(self.gone());
+        }
+        // Yield the device to the log: a commit's fdatasync waits behind
+        // the snapshot writes already in flight, never behind more.
+        self.log.yield_to_sync().await;
         let Some(file) = self.file.as_mut() else {
             return Err(self.gone());
         };

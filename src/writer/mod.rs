@@ -573,6 +573,23 @@ impl<S: Storage> ShardLog<S> {
         Ok(doomed.len())
     }
 
+    /// Wait, if a sync is under way, until it has made its records durable
+    /// (or failed): background I/O of the same shard (a checkpoint's
+    /// snapshot) calls this before queueing more writes, so that a commit's
+    /// fdatasync never waits behind more than what is already in flight.
+    pub(crate) async fn yield_to_sync(&self) {
+        let inner = self.inner();
+        let pending = {
+            let st = inner.st.borrow();
+            (st.sync_requested > st.durable_next && st.poison.is_none() && !st.closed)
+                .then_some(st.sync_requested)
+        };
+        if let Some(upto) = pending {
+            // A failure is the log's to report, on its own calls.
+            let _ = inner.wait_durable_below(upto).await;
+        }
+    }
+
     /// Poison the shard (fail-stop) because of a failure outside the log
     /// itself that the log's durability depends on, e.g. a snapshot's
     /// fdatasync at a checkpoint. Every later call returns `Error::Poisoned`.
