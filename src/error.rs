@@ -101,6 +101,16 @@ pub enum Error {
         /// The locked directory.
         path: PathBuf,
     },
+    /// A number space of the shard's log is used up: sequence numbers,
+    /// epochs or segment indexes (2^64 of them, so only a log whose files
+    /// claim numbers near the limit gets here).
+    #[error("{shard} has used up its {what}")]
+    Exhausted {
+        /// The shard.
+        shard: ShardId,
+        /// Which numbers: "sequence numbers", "epochs", "segment indexes".
+        what: &'static str,
+    },
     /// The shard has been closed.
     #[error("{shard} is closed")]
     Closed {

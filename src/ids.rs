@@ -41,6 +41,10 @@ impl Epoch {
     /// The first epoch of a new log.
     pub const FIRST: Epoch = Epoch(1);
 
+    /// No frame has this epoch (the format refuses one that claims it), so
+    /// the last epoch a barrier can end is the one before it.
+    pub const END: Epoch = Epoch(u64::MAX);
+
     /// The epoch after this one. Panics on overflow (2^64 epochs never happen).
     #[must_use]
     pub fn next(self) -> Epoch {
@@ -49,6 +53,11 @@ impl Epoch {
 }
 
 impl Seq {
+    /// No record has this sequence number (the format refuses a frame that
+    /// claims it): it can only be an exclusive bound, the `next_seq` after
+    /// the last possible record.
+    pub const END: Seq = Seq(u64::MAX);
+
     /// The sequence number after this one.
     #[must_use]
     pub fn next(self) -> Seq {

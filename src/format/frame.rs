@@ -169,6 +169,9 @@ pub enum FrameFault {
     /// A reserved header byte is not zero.
     #[error("reserved header bytes are not zero")]
     ReservedBits,
+    /// The sequence number or the epoch is 2^64 − 1, which no frame has.
+    #[error("sequence number or epoch at the 64-bit limit")]
+    NumberAtLimit,
     /// The frame runs past the readable bytes (the file or the segment ends).
     #[error("frame of {len} bytes extends past the {have} readable bytes")]
     Truncated {
@@ -220,6 +223,10 @@ fn check_fields(
     let kind = RecordKind::from_u8(h[32]).ok_or(FrameFault::UnknownKind(h[32]))?;
     if h[33..40].iter().any(|&b| b != 0) {
         return Err(FrameFault::ReservedBits);
+    }
+    // The writer never gets there (`Seq::END`, `Epoch::END`).
+    if u64_at(h, 8) == Seq::END.0 || u64_at(h, 16) == Epoch::END.0 {
+        return Err(FrameFault::NumberAtLimit);
     }
     Ok((len, kind))
 }

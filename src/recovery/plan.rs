@@ -73,6 +73,12 @@ impl Manifests {
         };
         let mut failed = Vec::new();
         for (id, r) in found {
+            // The last id would leave no next one: never written by the
+            // coordinator, so not a manifest of this log.
+            if id.0 == u64::MAX {
+                failed.push((id, "checkpoint id out of range".to_string()));
+                continue;
+            }
             out.next_checkpoint = out.next_checkpoint.max(id.next());
             match r {
                 Ok(m) if m.log_id == log_id => out.retained.push_back(m),
@@ -204,6 +210,13 @@ pub fn scope(
         .collect();
     all.sort_unstable();
     all.dedup();
+    if shards == 0 && !all.is_empty() {
+        return Err(Error::Config(format!(
+            "the layout names no active shard, yet the log has {} (retired or present); \
+             it does not describe this log",
+            all.len()
+        )));
+    }
     let mut per_core: Vec<Vec<ShardId>> = (0..shards).map(|i| vec![ShardId(i)]).collect();
     for &s in all.iter().filter(|s| s.0 >= shards) {
         per_core[layout::replayer(s, shards).0 as usize].push(s);

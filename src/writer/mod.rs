@@ -296,7 +296,13 @@ impl<S: Storage> ShardLog<S> {
             }
             other => {
                 // A new log, or a segment size change: start a fresh segment.
-                let index = rec.max_index.map_or(0, |i| i + 1);
+                let index = match rec.max_index {
+                    None => 0,
+                    Some(i) => i.checked_add(1).ok_or(Error::Exhausted {
+                        shard,
+                        what: "segment indexes",
+                    })?,
+                };
                 drop(other);
                 let prepared = tasks::prepare_segment_with(&storage, &dir, &cfg, index, &|| false)
                     .await

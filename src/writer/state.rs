@@ -156,6 +156,20 @@ impl<S: Storage> State<S> {
                 max: p.max_record,
             });
         }
+        // Numbers at their limit (see `Seq::END`, `Epoch::END`): an error,
+        // with no state changed, never a wrap or a panic.
+        if self.next_seq == Seq::END {
+            return Err(Error::Exhausted {
+                shard: p.shard,
+                what: "sequence numbers",
+            });
+        }
+        if kind == RecordKind::Barrier && self.epoch.0 >= Epoch::END.0 - 1 {
+            return Err(Error::Exhausted {
+                shard: p.shard,
+                what: "epochs",
+            });
+        }
         let flen = frame_len(payload.len());
         if self.buf_pos + (self.buf_len + flen) as u64 > p.segment_size {
             if self.next_segment.is_none() {

@@ -23,6 +23,7 @@ use super::Inner;
 use super::state::{Job, Prepared};
 use super::wait::yield_now;
 use crate::config::SegmentPrepare;
+use crate::error::Error;
 use crate::ids::Seq;
 use crate::io::{IoBuf, Storage, StorageFile};
 use crate::metrics::record_latency;
@@ -267,8 +268,24 @@ pub(crate) async fn prepare_task<S: Storage>(inner: Rc<Inner<S>>) {
             if st.next_segment.is_some() {
                 None
             } else {
-                Some(st.seg.index + 1)
+                Some(st.seg.index.checked_add(1))
             }
+        };
+        // No index after the current segment's: the log cannot roll, so it
+        // fails (fail-stop) instead of wrapping to a name that sorts first.
+        let index = match index {
+            Some(None) => {
+                inner.poison(
+                    Error::Exhausted {
+                        shard: inner.shard,
+                        what: "segment indexes",
+                    }
+                    .to_string(),
+                );
+                break;
+            }
+            Some(Some(i)) => Some(i),
+            None => None,
         };
         let Some(index) = index else {
             inner.prepare_signal.wait().await;
