@@ -109,11 +109,6 @@ impl<S: Storage> SnapshotFile<S> {
         }
     }
 
-    /// The file being written.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Snapshot bytes taken so far.
     pub fn len(&self) -> u64 {
         self.len

@@ -420,43 +420,38 @@ impl CoordinatorThread {
         id: CheckpointId,
         part: std::result::Result<ShardCheckpoint, crate::control::CheckpointFailure>,
     ) {
-        let slot = match self.in_flight.get_mut(&id) {
-            Some(pc) => Some(pc),
-            None => self
-                .pending
-                .values_mut()
-                .filter_map(|pe| pe.checkpoint.as_mut())
-                .find(|pc| pc.id == id),
-        };
-        // A checkpoint already failed (or shut down) needs no part.
-        let Some(pc) = slot else {
-            return;
-        };
+        // Sealed checkpoints wait in `in_flight`; one whose epoch has not
+        // sealed yet is still its pending epoch's. One already failed (or
+        // shut down) is in neither and needs no part.
+        let in_flight = self.in_flight.contains_key(&id);
         match part {
             Ok(p) => {
-                if let Some(s) = pc.parts.get_mut(shard.0 as usize) {
+                let pc = if in_flight {
+                    self.in_flight.get_mut(&id)
+                } else {
+                    epoch_taking(&mut self.pending, id).and_then(|pe| pe.checkpoint.as_mut())
+                };
+                if let Some(s) = pc.and_then(|pc| pc.parts.get_mut(shard.0 as usize)) {
                     *s = Some(p);
                 }
                 self.write_ready_manifests();
             }
             Err(f) => {
+                let pc = if in_flight {
+                    self.in_flight.remove(&id)
+                } else {
+                    epoch_taking(&mut self.pending, id).and_then(|pe| pe.checkpoint.take())
+                };
+                let Some(pc) = pc else {
+                    return;
+                };
                 let err = Error::ShardFailed {
                     shard,
                     what: format!("{id} at {}", pc.epoch),
                     cause: f.cause,
                 };
                 tracing::warn!(checkpoint = id.0, shard = shard.0, error = %err, "checkpoint failed");
-                let taken = match self.in_flight.remove(&id) {
-                    Some(pc) => Some(pc),
-                    None => self
-                        .pending
-                        .values_mut()
-                        .find(|pe| pe.checkpoint.as_ref().is_some_and(|pc| pc.id == id))
-                        .and_then(|pe| pe.checkpoint.take()),
-                };
-                if let Some(pc) = taken {
-                    pc.fail(&err);
-                }
+                pc.fail(&err);
                 if f.poisoned {
                     // Fail-stop: the shard is poisoned, so no epoch whose
                     // barrier it has not made durable yet can seal, and
@@ -493,7 +488,7 @@ impl CoordinatorThread {
 
     fn finish_checkpoint(&mut self, pc: PendingCkpt) {
         let epoch = pc.epoch;
-        let shards: Vec<ShardCheckpoint> = pc.parts.iter().flatten().cloned().collect();
+        let shards: Vec<ShardCheckpoint> = pc.parts.into_iter().flatten().collect();
         let m = Manifest {
             log_id: self.log_id,
             checkpoint: pc.id.0,
@@ -594,6 +589,16 @@ impl CoordinatorThread {
             tracing::warn!(error = %e, "could not remove retired shards; retried after the next checkpoint");
         }
     }
+}
+
+/// The pending epoch that takes checkpoint `id`, if it has not sealed yet.
+fn epoch_taking(
+    pending: &mut BTreeMap<Epoch, PendingEpoch>,
+    id: CheckpointId,
+) -> Option<&mut PendingEpoch> {
+    pending
+        .values_mut()
+        .find(|pe| pe.checkpoint.as_ref().is_some_and(|pc| pc.id == id))
 }
 
 fn fail(pe: PendingEpoch, err: &Error) {

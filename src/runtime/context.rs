@@ -348,7 +348,6 @@ impl<S: Storage> ShardContext<S> {
                     SnapshotWriter::new(SnapshotStart {
                         log: self.log.clone(),
                         acks: self.acks.clone(),
-                        shard: self.shard,
                         checkpoint,
                         epoch: req.epoch,
                         replay_from: lsn.seq.next(),

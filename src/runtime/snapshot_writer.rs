@@ -32,52 +32,51 @@ use crate::writer::ShardLog;
 #[must_use = "a snapshot writer dropped unfinished fails its checkpoint"]
 pub struct SnapshotWriter<S: Storage> {
     file: Option<snapshot::SnapshotFile<S>>,
-    log: ShardLog<S>,
-    acks: Sender<Ack>,
-    shard: ShardId,
-    checkpoint: CheckpointId,
-    epoch: Epoch,
-    replay_from: Seq,
-    commit: Option<CommitRecord>,
+    start: SnapshotStart<S>,
     /// Set once the coordinator has been told the outcome.
     answered: bool,
 }
 
+/// What the barrier hands a snapshot writer.
 pub(crate) struct SnapshotStart<S: Storage> {
     pub log: ShardLog<S>,
     pub acks: Sender<Ack>,
-    pub shard: ShardId,
     pub checkpoint: CheckpointId,
     pub epoch: Epoch,
+    /// Just after the checkpoint's barrier.
     pub replay_from: Seq,
+    /// The commit record in force at the barrier.
     pub commit: Option<CommitRecord>,
 }
 
 impl<S: Storage> SnapshotWriter<S> {
-    pub(crate) fn new(s: SnapshotStart<S>) -> SnapshotWriter<S> {
-        let file =
-            snapshot::SnapshotFile::new(s.log.storage(), s.log.dir(), s.shard.0, s.checkpoint.0);
+    pub(crate) fn new(start: SnapshotStart<S>) -> SnapshotWriter<S> {
+        let log = &start.log;
+        let file = snapshot::SnapshotFile::new(
+            log.storage(),
+            log.dir(),
+            log.shard().0,
+            start.checkpoint.0,
+        );
         SnapshotWriter {
             file: Some(file),
-            log: s.log,
-            acks: s.acks,
-            shard: s.shard,
-            checkpoint: s.checkpoint,
-            epoch: s.epoch,
-            replay_from: s.replay_from,
-            commit: s.commit,
+            start,
             answered: false,
         }
     }
 
     /// The checkpoint this snapshot belongs to.
     pub fn checkpoint(&self) -> CheckpointId {
-        self.checkpoint
+        self.start.checkpoint
     }
 
     /// The epoch whose end the snapshot captures.
     pub fn epoch(&self) -> Epoch {
-        self.epoch
+        self.start.epoch
+    }
+
+    fn shard(&self) -> ShardId {
+        self.start.log.shard()
     }
 
     /// Snapshot bytes written so far.
@@ -97,7 +96,7 @@ impl<S: Storage> SnapshotWriter<S> {
         }
         // Yield the device to the log: a commit's fdatasync waits behind
         // the snapshot writes already in flight, never behind more.
-        self.log.yield_to_sync().await;
+        self.start.log.yield_to_sync().await;
         let Some(file) = self.file.as_mut() else {
             return Err(self.gone());
         };
@@ -120,18 +119,19 @@ impl<S: Storage> SnapshotWriter<S> {
             Err(e) => return Err(self.failed(e)),
         };
         let m = CheckpointMarker {
-            checkpoint: self.checkpoint.0,
-            epoch: self.epoch.0,
+            checkpoint: self.start.checkpoint.0,
+            epoch: self.start.epoch.0,
             snapshot: sref.clone(),
         };
         let logged = async {
             let lsn = self
+                .start
                 .log
                 .append_kind(RecordKind::Checkpoint, &payloads::encode(&m)?)
                 .await?;
             // Forces a sync now: the marker (and so everything before it)
             // is durable when this returns.
-            self.log.sync().await?;
+            self.start.log.sync().await?;
             Ok::<_, Error>(lsn)
         }
         .await;
@@ -140,22 +140,22 @@ impl<S: Storage> SnapshotWriter<S> {
             Err(e) => return Err(self.failed(e)),
         };
         tracing::debug!(
-            shard = self.shard.0,
-            checkpoint = self.checkpoint.0,
-            epoch = self.epoch.0,
+            shard = self.shard().0,
+            checkpoint = self.start.checkpoint.0,
+            epoch = self.start.epoch.0,
             bytes = sref.len,
             marker_seq = lsn.seq.0,
             "snapshot durable"
         );
         let part = ShardCheckpoint {
-            shard: self.shard.0,
-            replay_from: self.replay_from.0,
+            shard: self.shard().0,
+            replay_from: self.start.replay_from.0,
             marker_seq: lsn.seq.0,
             snapshot: sref,
-            commit: self.commit.take(),
+            commit: self.start.commit.take(),
         };
         self.answer(Ok(part));
-        Ok(self.checkpoint)
+        Ok(self.start.checkpoint)
     }
 
     /// The checkpoint fails. After a failed write or fsync nothing on this
@@ -165,10 +165,10 @@ impl<S: Storage> SnapshotWriter<S> {
     fn failed(&mut self, e: Error) -> Error {
         self.file = None;
         let poisoned = !matches!(e, Error::Closed { .. });
-        if poisoned && self.log.poisoned().is_none() {
-            self.log.poison(format!(
+        if poisoned && self.start.log.poisoned().is_none() {
+            self.start.log.poison(format!(
                 "snapshot of checkpoint {} failed: {e}",
-                self.checkpoint.0
+                self.start.checkpoint.0
             ));
         }
         self.answer(Err(CheckpointFailure {
@@ -181,7 +181,7 @@ impl<S: Storage> SnapshotWriter<S> {
     fn gone(&self) -> Error {
         Error::Config(format!(
             "the snapshot of checkpoint {} has already failed",
-            self.checkpoint.0
+            self.start.checkpoint.0
         ))
     }
 
@@ -191,10 +191,10 @@ impl<S: Storage> SnapshotWriter<S> {
         }
         self.answered = true;
         crate::reply::send_or_gone(
-            &self.acks,
+            &self.start.acks,
             Ack::Checkpoint {
-                shard: self.shard,
-                id: self.checkpoint,
+                shard: self.shard(),
+                id: self.start.checkpoint,
                 part,
             },
         );
@@ -205,8 +205,8 @@ impl<S: Storage> Drop for SnapshotWriter<S> {
     fn drop(&mut self) {
         if !self.answered {
             tracing::warn!(
-                shard = self.shard.0,
-                checkpoint = self.checkpoint.0,
+                shard = self.shard().0,
+                checkpoint = self.start.checkpoint.0,
                 "snapshot writer dropped unfinished: the checkpoint fails"
             );
             self.answer(Err(CheckpointFailure {

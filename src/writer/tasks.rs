@@ -271,25 +271,19 @@ pub(crate) async fn prepare_task<S: Storage>(inner: Rc<Inner<S>>) {
                 Some(st.seg.index.checked_add(1))
             }
         };
-        // No index after the current segment's: the log cannot roll, so it
-        // fails (fail-stop) instead of wrapping to a name that sorts first.
-        let index = match index {
-            Some(None) => {
-                inner.poison(
-                    Error::Exhausted {
-                        shard: inner.shard,
-                        what: "segment indexes",
-                    }
-                    .to_string(),
-                );
-                break;
-            }
-            Some(Some(i)) => Some(i),
-            None => None,
-        };
         let Some(index) = index else {
             inner.prepare_signal.wait().await;
             continue;
+        };
+        // No index after the current segment's: the log cannot roll, so it
+        // fails (fail-stop) instead of wrapping to a name that sorts first.
+        let Some(index) = index else {
+            let e = Error::Exhausted {
+                shard: inner.shard,
+                what: "segment indexes",
+            };
+            inner.poison(e.to_string());
+            break;
         };
         let stop = || {
             let st = inner.st.borrow();
