@@ -415,4 +415,62 @@ impl<S: Storage> Window for ChunkStream<S> {
         }
         Ok(self.last_nonzero)
     }
+
+    /// The first block of the next file, from its first read, which stays
+    /// queued for [`ChunkStream::start_file`]: the file is opened once and
+    /// its header comes with its data. Once the current file is read to its
+    /// end, that read is usually in flight already.
+    async fn next_head(&mut self) -> Result<Option<&[u8]>> {
+        let Some(k) = self.cur.map(|c| c + 1).filter(|&k| k < self.paths.len()) else {
+            return Ok(None);
+        };
+        loop {
+            if let Some(i) = self.queue.iter().position(|p| p.file == k && p.pos == 0) {
+                let p = &mut self.queue[i];
+                if p.done.is_none()
+                    && let Some(fut) = p.fut.take()
+                {
+                    p.done = Some(fut.await);
+                }
+                let room = self.room;
+                return match &p.done {
+                    Some(Ok((buf, n))) => {
+                        let n = (*n).min(p.len).min(BLOCK);
+                        Ok(Some(buf.get(room..room + n).unwrap_or(&[])))
+                    }
+                    Some(Err(e)) => Err(Error::io(
+                        "read",
+                        &self.paths[k],
+                        io::Error::new(e.kind(), e.to_string()),
+                    )),
+                    None => Err(Error::io(
+                        "read",
+                        &self.paths[k],
+                        io::Error::other("read lost"),
+                    )),
+                };
+            }
+            if let Some((i, _)) = &self.open_error
+                && *i == k
+            {
+                let (_, e) = self.open_error.take().expect("checked");
+                return Err(e);
+            }
+            if self.opened > k {
+                // Opened, and nothing to read: an empty file.
+                return Ok(Some(&[]));
+            }
+            let before = (self.opened, self.queue.len());
+            self.fill().await;
+            if (self.opened, self.queue.len()) == before {
+                // Only if reads of the current file are still queued: the
+                // caller asked before reading it to its end.
+                return Err(Error::io(
+                    "read",
+                    self.path(),
+                    io::Error::other("next_head: the current file is not read to its end"),
+                ));
+            }
+        }
+    }
 }

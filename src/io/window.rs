@@ -39,17 +39,30 @@ pub trait Window {
     /// Read the file to its end; returns the offset just past its last
     /// non-zero byte (0 if every byte is zero).
     async fn finish(&mut self) -> Result<u64, Self::Error>;
+
+    /// The first block of the file after this one, if the window reads a
+    /// sequence of files and there is one (fewer bytes if that file is
+    /// shorter). Asked once the current file has been read to its end, so a
+    /// window that reads ahead has those bytes in hand already: the next
+    /// segment's header is read with its data, not on its own.
+    async fn next_head(&mut self) -> Result<Option<&[u8]>, Self::Error>;
 }
 
 /// A file already in memory.
 pub struct SliceWindow<'a> {
     bytes: &'a [u8],
+    next: Option<&'a [u8]>,
 }
 
 impl<'a> SliceWindow<'a> {
-    /// A window over `bytes`, the whole file.
+    /// A window over `bytes`, the whole file, with no file after it.
     pub fn new(bytes: &'a [u8]) -> SliceWindow<'a> {
-        SliceWindow { bytes }
+        SliceWindow { bytes, next: None }
+    }
+
+    /// A window over `bytes`, followed by a file that starts with `next`.
+    pub fn with_next(bytes: &'a [u8], next: Option<&'a [u8]>) -> SliceWindow<'a> {
+        SliceWindow { bytes, next }
     }
 }
 
@@ -63,6 +76,10 @@ impl Window for SliceWindow<'_> {
 
     async fn finish(&mut self) -> Result<u64, Infallible> {
         Ok(last_nonzero_end(self.bytes) as u64)
+    }
+
+    async fn next_head(&mut self) -> Result<Option<&[u8]>, Infallible> {
+        Ok(self.next.map(|n| &n[..n.len().min(crate::format::BLOCK)]))
     }
 }
 

@@ -166,7 +166,6 @@ async fn chunked(
     let mut sc = Scanner::new(exp());
     let mut st = ChunkStream::new(sim, paths.clone()).with_sizes(chunk, room);
     for i in 0..segs.len() {
-        let next = segs.get(i + 1).map(|b| &b[..b.len().min(BLOCK)]);
         st.start_file(i).await.unwrap();
         let mut on = |f: &crate::format::frame::Frame<'_>, s: u64, p: usize| {
             assert_eq!(f.payload.as_ptr() as usize % 8, 0, "payload alignment");
@@ -178,7 +177,7 @@ async fn chunked(
             ))
         };
         let stop = sc
-            .feed_window(i as u64, &paths[i], &mut st, next, &mut on)
+            .feed_window(i as u64, &paths[i], &mut st, &mut on)
             .await
             .unwrap();
         if let Some(mut stop) = stop {

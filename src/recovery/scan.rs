@@ -334,8 +334,7 @@ impl Scanner {
         ready(self.feed_window(
             seg.index,
             &seg.path,
-            &mut SliceWindow::new(seg.bytes),
-            next_header,
+            &mut SliceWindow::with_next(seg.bytes, next_header),
             on_frame,
         ))
     }
@@ -347,7 +346,6 @@ impl Scanner {
         index: u64,
         path: &Path,
         win: &mut W,
-        next_header: Option<&[u8]>,
         mut on_frame: impl FnMut(&crate::format::frame::Frame<'_>, u64, usize),
     ) -> Result<Option<Stop>, W::Error> {
         let exp = self.exp;
@@ -451,7 +449,9 @@ impl Scanner {
                         // problem with the next segment (blank, damaged or
                         // foreign header) is its own, reported at its offset 0
                         // when it is fed.
-                        let next_first = next_header
+                        let next_first = win
+                            .next_head()
+                            .await?
                             .and_then(|nh| SegmentHeader::decode(nh).ok())
                             .filter(|nh| nh.log_id == exp.log_id && nh.shard == exp.shard)
                             .map(|nh| nh.first_seq);

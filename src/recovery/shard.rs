@@ -237,20 +237,12 @@ pub async fn scan<S: Storage>(
     // Every byte of every segment is read once, in order, in chunks, with
     // the next chunk's read in flight while this one is checked.
     let mut stream = ChunkStream::new(storage.clone(), paths.clone());
+    // Each file is opened once; the next segment's header, which the
+    // scanner checks at a clean segment end, comes from its first read.
     for (k, (index, _)) in segs.iter().enumerate() {
-        let next_head = match paths.get(k + 1) {
-            Some(n) => Some(read_head(storage, n).await?),
-            None => None,
-        };
         stream.start_file(k).await?;
         let stop = scanner
-            .feed_window(
-                *index,
-                &paths[k],
-                &mut stream,
-                next_head.as_deref(),
-                &mut frame,
-            )
+            .feed_window(*index, &paths[k], &mut stream, &mut frame)
             .await?;
         if halted.get() {
             outcome = Some(scanner.finish());

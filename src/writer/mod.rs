@@ -35,6 +35,7 @@ use crate::format::segment_header::{RECORDS_START, SegmentHeader};
 use crate::ids::{Epoch, Lsn, Seq, ShardId};
 use crate::io::{IoBuf, Storage};
 use crate::metrics::{LatencySummary, RecoveryFigures, ShardMetrics};
+use crate::reader::Record;
 use crate::recovery::shard::{self, ScanOptions, ShardCut};
 use crate::recovery::{Expect, ShardRecovery};
 use crate::rng::SplitMix;
@@ -230,6 +231,40 @@ impl<S: Storage> ShardLog<S> {
         log_id: [u8; 16],
         cfg: ShardConfig,
     ) -> Result<Self> {
+        Self::open_scanning(storage, log_dir, shard, log_id, cfg, |_| Ok(())).await
+    }
+
+    /// As [`ShardLog::open`], handing every record of the recovered log to
+    /// `on_record`, in log order, while recovery reads it: one pass over
+    /// the device instead of an open and then a [`crate::ShardReader`] pass
+    /// over the same bytes.
+    ///
+    /// Only records that the log keeps are handed over: the scan stops at a
+    /// torn tail before reaching it, so nothing cut is ever seen. If the
+    /// open fails (corruption found further on, an I/O error, or an error
+    /// returned by `on_record`, which stops the scan), the records already
+    /// seen belong to a log that did not open, and the caller should discard
+    /// what it built from them. The payload is borrowed from the read
+    /// buffer for the duration of the call.
+    pub async fn open_replaying(
+        storage: S,
+        log_dir: &Path,
+        shard: ShardId,
+        cfg: ShardConfig,
+        on_record: impl FnMut(Record<'_>) -> Result<()>,
+    ) -> Result<Self> {
+        let log_id = crate::log_dir::load_or_init(&storage, log_dir).await?;
+        Self::open_scanning(storage, log_dir, shard, log_id, cfg, on_record).await
+    }
+
+    async fn open_scanning(
+        storage: S,
+        log_dir: &Path,
+        shard: ShardId,
+        log_id: [u8; 16],
+        cfg: ShardConfig,
+        mut on_record: impl FnMut(Record<'_>) -> Result<()>,
+    ) -> Result<Self> {
         cfg.validate()?;
         let dir = crate::segment::shard_dir(log_dir, shard);
         storage
@@ -246,7 +281,29 @@ impl<S: Storage> ShardLog<S> {
             from_seq: None,
             repair: cfg.repair,
         };
-        let scanned = shard::scan(&storage, &dir, exp, opts, |_, _, _| true).await?;
+        let mut failed = None;
+        let scanned = shard::scan(&storage, &dir, exp, opts, |f, _, _| {
+            let rec = Record {
+                lsn: Lsn {
+                    shard,
+                    epoch: f.meta.epoch,
+                    seq: f.meta.seq,
+                },
+                kind: f.meta.kind,
+                payload: f.payload,
+            };
+            match on_record(rec) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed = Some(e);
+                    false
+                }
+            }
+        })
+        .await?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
         let cut = shard::decide(scanned, None, None);
         Self::open_cut(storage, log_dir, log_id, cfg, cut, lock).await
     }

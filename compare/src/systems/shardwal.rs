@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
-use shardwal::{DmaStorage, RecordKind, Seq, ShardConfig, ShardId, ShardLog, ShardReader};
+use shardwal::{DmaStorage, RecordKind, ShardConfig, ShardId, ShardLog};
 
 use crate::system::{Gate, Res, Role, System, ThreadOutcome, ctx, histogram};
 use crate::workload::{Verifier, WriteSpec, fill};
@@ -112,19 +112,31 @@ impl System for Shardwal {
             let mut v = Verifier::new(thread, payload_bytes);
             start.wait();
             let t0 = Instant::now();
-            // Reopening recovers the shard (scan, torn-tail cut); then read it all.
-            let log = open(dir).await?;
-            let opened = t0.elapsed();
-            let mut reader = ShardReader::open(DmaStorage, dir, ShardId(0), Seq(0))
-                .await
-                .map_err(ctx("ShardReader::open"))?;
-            while let Some(rec) = reader.next().await.map_err(ctx("ShardReader::next"))? {
-                if rec.kind == RecordKind::Data {
-                    v.check(rec.payload)?;
-                }
+            // One pass: reopening recovers the shard (scan, torn-tail cut)
+            // and hands over every record as the scan reads it.
+            let mut bad = None;
+            let opened = ShardLog::open_replaying(
+                DmaStorage,
+                dir,
+                ShardId(0),
+                ShardConfig::default(),
+                |rec| {
+                    if rec.kind == RecordKind::Data
+                        && let Err(e) = v.check(rec.payload)
+                    {
+                        bad = Some(e);
+                        return Err(shardwal::Error::Config("payload check failed".into()));
+                    }
+                    Ok(())
+                },
+            )
+            .await;
+            if let Some(e) = bad {
+                return Err(e);
             }
+            let log = opened.map_err(ctx("ShardLog::open_replaying"))?;
             let elapsed = t0.elapsed();
-            drop(reader);
+            let opened = elapsed;
             log.close().await.map_err(ctx("close"))?;
             let n = v.finish(records)?;
             Ok(ThreadOutcome {
