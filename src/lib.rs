@@ -50,6 +50,7 @@ pub use metrics::{LatencySummary, RecoveryFigures, RuntimeMetrics, ShardMetrics}
 pub use reader::{Record, ShardReader};
 pub use recovery::ShardRecovery;
 pub use runtime::{
-    RecoveryReport, ReplayPlan, ReplaySource, Runtime, RuntimeConfig, ShardContext, SnapshotWriter,
+    RecoveryReport, Replay, ReplayCounts, ReplayPlan, ReplaySource, Runtime, RuntimeConfig,
+    ShardContext, SnapshotWriter,
 };
 pub use writer::{BatchLsns, ShardLog, WriterStats};

@@ -18,11 +18,14 @@ use crossbeam_channel::{Receiver, Sender};
 use futures_lite::FutureExt;
 
 use super::context::ShardContext;
+use super::replay::{Feed, Progress, Replay, ReplayStart};
 use crate::checkpoint::CommitRecord;
+use crate::checkpoint::payloads::SnapshotRef;
 use crate::config::ShardConfig;
 use crate::control::{self, ControlEvent};
 use crate::error::{Error, Result};
-use crate::ids::{Seq, ShardId};
+use crate::format::frame::RecordKind;
+use crate::ids::{CheckpointId, Seq, ShardId};
 use crate::io::Storage;
 use crate::metrics::{PUBLISH_EVERY, ShardMetrics};
 use crate::recovery::Expect;
@@ -60,6 +63,43 @@ pub(super) struct CoreJob {
     /// Where this core publishes its shard's metrics for
     /// [`super::Runtime::metrics`].
     pub metrics: MetricsSlot,
+    /// The replay during the start ([`super::replay`]).
+    pub replay: ReplaySetup,
+}
+
+/// How a core replays during the start.
+pub(super) struct ReplaySetup {
+    /// Every shard's scan progress (this core publishes its shards').
+    pub progress: Progress,
+    /// The engine replays through a [`Replay`] while the start runs
+    /// ([`super::Runtime::start_replaying`]); otherwise the replay function
+    /// is a no-op and the core waits for the runtime without polling.
+    pub during_start: bool,
+    /// Copy records for the replay as the scan reads them.
+    pub one_pass: bool,
+    /// The most bytes of copied records held.
+    pub buffer: usize,
+    /// The checkpoint recovery starts from, and this shard's snapshot.
+    pub checkpoint: Option<CheckpointId>,
+    pub snapshot: Option<SnapshotRef>,
+}
+
+/// The next word from the runtime thread. While a replay runs beside it on
+/// this executor, the channel is polled (a blocking receive would stall the
+/// replay); otherwise it is a blocking receive.
+async fn next_go(go: &Receiver<Go>, polled: bool) -> Option<Go> {
+    if !polled {
+        return go.recv().ok();
+    }
+    loop {
+        match go.try_recv() {
+            Ok(g) => return Some(g),
+            Err(crossbeam_channel::TryRecvError::Empty) => {
+                glommio::timer::sleep(std::time::Duration::from_micros(200)).await
+            }
+            Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
+        }
+    }
 }
 
 /// One shard's latest published metrics, shared between its core (the
@@ -87,13 +127,43 @@ async fn publish_periodically<S: Storage>(slot: MetricsSlot, log: ShardLog<S>) {
     }
 }
 
-pub(super) async fn run_core<S, F, Fut>(job: CoreJob, storage: S, f: F) -> Result<()>
+pub(super) async fn run_core<S, R, RFut, T, F, Fut>(
+    job: CoreJob,
+    storage: S,
+    replay: R,
+    f: F,
+) -> Result<()>
 where
     S: Storage,
-    F: Fn(Rc<ShardContext<S>>) -> Fut,
+    R: FnOnce(Replay<S>) -> RFut,
+    RFut: Future<Output = Result<T>> + 'static,
+    T: 'static,
+    F: FnOnce(Rc<ShardContext<S>>, T) -> Fut,
     Fut: Future<Output = Result<()>>,
 {
     let core = job.core;
+    let polled = job.replay.during_start;
+    let own_from = job.shards.first().and_then(|&(_, from)| from);
+    let feed = Feed::new(
+        own_from.unwrap_or_default(),
+        job.replay.buffer,
+        job.replay.one_pass,
+    );
+    let progress = job.replay.progress.clone();
+    // The engine's replay runs beside the start from here on; a panic in it
+    // is the engine's, reported when the engine code would run.
+    let replay_task = glommio::spawn_local(
+        AssertUnwindSafe(replay(Replay::new(ReplayStart {
+            feed: feed.clone(),
+            progress: progress.clone(),
+            storage: storage.clone(),
+            log_dir: job.log_dir.clone(),
+            shard: core,
+            checkpoint: job.replay.checkpoint,
+            snapshot: job.replay.snapshot.clone(),
+        })))
+        .catch_unwind(),
+    );
     // If anything on this executor panics, the coordinator hears of it.
     let _notice = DeathNotice {
         acks: job.acks.clone(),
@@ -109,7 +179,7 @@ where
     // locks are held until each shard is cut (and, for the own shard, by
     // its writer until it closes).
     let mut locks = Vec::with_capacity(job.shards.len());
-    for &(s, from_seq) in &job.shards {
+    for (k, &(s, from_seq)) in job.shards.iter().enumerate() {
         let sdir = crate::segment::shard_dir(&job.log_dir, s);
         let exp = Expect {
             log_id: job.log_id,
@@ -125,7 +195,19 @@ where
             Ok(()) => match crate::lock::lock_shard(&storage, &sdir).await {
                 Ok(l) => {
                     locks.push(l);
-                    shard::scan(&storage, &sdir, exp, opts, |_, _, _| true).await
+                    // Every barrier seen is published for the one-pass
+                    // replays; the own shard's records are copied for this
+                    // core's.
+                    shard::scan(&storage, &sdir, exp, opts, |f, _, _| {
+                        if f.meta.kind == RecordKind::Barrier {
+                            progress.saw_barrier(s, f.meta.epoch);
+                        }
+                        if k == 0 {
+                            feed.borrow_mut().push(f, s);
+                        }
+                        true
+                    })
+                    .await
                 }
                 Err(e) => Err(e),
             },
@@ -133,15 +215,23 @@ where
         let failed = scanned.as_ref().err().map(|e| fail(s, e));
         crate::reply::send_or_gone(&job.scanned, (s, scanned));
         if let Some(err) = failed {
+            feed.borrow_mut().fail(err.to_string());
             return Err(err);
+        }
+        if k == 0 {
+            feed.borrow_mut().scanned();
         }
     }
     drop(job.scanned);
     // Phase 2: cut every shard as planned; open the writer of the own
     // shard, leave the others (retired) cut and closed.
-    let Ok(Go::Cut(cuts)) = job.go.recv() else {
+    let Some(Go::Cut(cuts)) = next_go(&job.go, polled).await else {
+        feed.borrow_mut().fail("the start was abandoned".into());
         return Ok(());
     };
+    if let Some(c) = cuts.first() {
+        feed.borrow_mut().cut(c.report.next_seq);
+    }
     let mut log = None;
     let cuts = cuts.into_iter().zip(&job.shards).zip(locks);
     for (k, ((cut, &(s, _)), lock)) in cuts.enumerate() {
@@ -150,6 +240,7 @@ where
             ShardLog::open_cut(storage.clone(), &job.log_dir, job.log_id, cfg, cut, lock)
                 .await
                 .map(|l| {
+                    feed.borrow_mut().applied();
                     let r = l.recovery().clone();
                     // Before the runtime hears that the shard is ready, so
                     // its metrics are there once `Runtime::start` returns.
@@ -178,6 +269,7 @@ where
             }
             Err(e) => {
                 let err = fail(s, &e);
+                feed.borrow_mut().fail(err.to_string());
                 crate::reply::send_or_gone(&job.ready, (s, Err(e)));
                 if let Some(l) = log {
                     // The start fails with `err`; a second failure while
@@ -194,9 +286,11 @@ where
     let Some(log) = log else {
         return Ok(());
     };
-    let Ok(Go::Run(plan)) = job.go.recv() else {
+    let Some(Go::Run(plan)) = next_go(&job.go, polled).await else {
+        feed.borrow_mut().fail("the start was abandoned".into());
         return log.close().await;
     };
+    feed.borrow_mut().planned(&plan);
     let ctx = Rc::new(ShardContext {
         log: log.clone(),
         shard: core,
@@ -224,7 +318,17 @@ where
     let auto_task = job
         .auto
         .then(|| glommio::spawn_local(auto_barriers(ctx.clone(), true)).detach());
-    let r = match AssertUnwindSafe(f(ctx.clone())).catch_unwind().await {
+    let engine = async {
+        // The replay first (it may still be reading the log), then the
+        // engine code with what the replay built.
+        let t = match replay_task.await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return Err(e),
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        f(ctx.clone(), t).await
+    };
+    let r = match AssertUnwindSafe(engine).catch_unwind().await {
         // An error that does not say which shard it is about gets the shard.
         Ok(Err(e))
             if !matches!(

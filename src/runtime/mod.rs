@@ -16,10 +16,12 @@
 
 mod context;
 mod core_job;
+mod replay;
 mod snapshot_writer;
 
 pub use crate::recovery::plan::{RecoveryReport, ReplayPlan, ReplaySource};
 pub use context::ShardContext;
+pub use replay::{Replay, ReplayCounts};
 pub use snapshot_writer::SnapshotWriter;
 
 use std::collections::BTreeMap;
@@ -71,6 +73,12 @@ pub struct RuntimeConfig {
     /// up with [`Error::ShardStuck`] naming the shard that did not stop.
     /// Default 30 s.
     pub shutdown_timeout: Duration,
+    /// With [`Runtime::start_replaying`]: the most bytes of records, per
+    /// core, that the recovery scan holds for the engine's replay while
+    /// the consistent cut is not known yet. An epoch larger than this, or an
+    /// engine that falls this far behind the scan, makes the records from
+    /// there on be read from the log a second time. Default 64 MiB.
+    pub replay_buffer: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -83,6 +91,7 @@ impl Default for RuntimeConfig {
             io_memory: 1 << 20,
             auto_barriers: false,
             shutdown_timeout: Duration::from_secs(30),
+            replay_buffer: 64 << 20,
         }
     }
 }
@@ -143,6 +152,83 @@ impl Runtime {
         F: Fn(Rc<ShardContext<S>>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<()>> + 'static,
     {
+        Self::start_inner(
+            dir,
+            cfg,
+            make_storage,
+            false,
+            |_: Replay<S>| async { Ok(()) },
+            move |ctx, ()| f(ctx),
+        )
+    }
+
+    /// Start the runtime on `dir` with glommio DMA storage, replaying while
+    /// recovery reads the log: on every shard's core, `replay` runs with a
+    /// [`Replay`] as soon as the core starts scanning its shard, and gets
+    /// the snapshots and then every record to replay, each as soon as the
+    /// scans of all shards have shown it to be within the consistent cut.
+    /// The log is read from the device once (see [`Replay`]) instead of
+    /// once by the start and once more by [`ShardContext::replay`]. What
+    /// `replay` returns (the engine's rebuilt state) is handed to `f`, which
+    /// runs once the start is over, as with [`Runtime::start`].
+    ///
+    /// This returns once every shard is recovered and cut, possibly before
+    /// the replays end. If the start fails, a replay under way ends with an
+    /// error (what it built belongs to a start that did not happen).
+    pub fn start_replaying<R, RFut, T, F, Fut>(
+        dir: &Path,
+        cfg: RuntimeConfig,
+        replay: R,
+        f: F,
+    ) -> Result<Runtime>
+    where
+        R: Fn(Replay<DmaStorage>) -> RFut + Send + Sync + 'static,
+        RFut: Future<Output = Result<T>> + 'static,
+        T: 'static,
+        F: Fn(Rc<ShardContext<DmaStorage>>, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + 'static,
+    {
+        Self::start_inner(dir, cfg, |_| DmaStorage, true, replay, f)
+    }
+
+    /// As [`Runtime::start_replaying`], with a storage backend made per
+    /// shard on its own executor.
+    pub fn start_replaying_with<S, M, R, RFut, T, F, Fut>(
+        dir: &Path,
+        cfg: RuntimeConfig,
+        make_storage: M,
+        replay: R,
+        f: F,
+    ) -> Result<Runtime>
+    where
+        S: Storage,
+        M: Fn(ShardId) -> S + Send + Sync + 'static,
+        R: Fn(Replay<S>) -> RFut + Send + Sync + 'static,
+        RFut: Future<Output = Result<T>> + 'static,
+        T: 'static,
+        F: Fn(Rc<ShardContext<S>>, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + 'static,
+    {
+        Self::start_inner(dir, cfg, make_storage, true, replay, f)
+    }
+
+    fn start_inner<S, M, R, RFut, T, F, Fut>(
+        dir: &Path,
+        cfg: RuntimeConfig,
+        make_storage: M,
+        during_start: bool,
+        replay: R,
+        f: F,
+    ) -> Result<Runtime>
+    where
+        S: Storage,
+        M: Fn(ShardId) -> S + Send + Sync + 'static,
+        R: Fn(Replay<S>) -> RFut + Send + Sync + 'static,
+        RFut: Future<Output = Result<T>> + 'static,
+        T: 'static,
+        F: Fn(Rc<ShardContext<S>>, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + 'static,
+    {
         cfg.shard.validate()?;
         let lock = DirLock::acquire(dir)?;
         let started = std::time::Instant::now();
@@ -162,6 +248,19 @@ impl Runtime {
 
         let make_storage = Arc::new(make_storage);
         let f = Arc::new(f);
+        let replay = Arc::new(replay);
+        // One pass needs every core to replay its own shard only (adopted
+        // shards are merged with it in epoch order) and a cut that never
+        // falls below what the scans have shown (repair may).
+        let one_pass =
+            during_start && !cfg.shard.repair && scope.per_core.iter().all(|c| c.len() == 1);
+        let shard_ids = scope
+            .all
+            .iter()
+            .map(|s| s.0 as usize + 1)
+            .max()
+            .unwrap_or(0);
+        let progress = replay::Progress::new(shard_ids, scope.old.clone(), manifests.floor());
         let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
         let (scan_tx, scan_rx) = crossbeam_channel::unbounded::<(ShardId, Result<Scanned>)>();
         let (ready_tx, ready_rx) =
@@ -200,8 +299,18 @@ impl Runtime {
                 ready: ready_tx.clone(),
                 done: done_tx.clone(),
                 metrics: slots[i].clone(),
+                replay: core_job::ReplaySetup {
+                    progress: progress.clone(),
+                    during_start,
+                    one_pass,
+                    buffer: cfg.replay_buffer,
+                    checkpoint: manifests.checkpoint(),
+                    snapshot: manifests
+                        .entry(ShardId(i as u32))
+                        .map(|e| e.snapshot.clone()),
+                },
             };
-            let (ms, f) = (make_storage.clone(), f.clone());
+            let (ms, f, replay) = (make_storage.clone(), f.clone(), replay.clone());
             let h = LocalExecutorBuilder::new(placement)
                 .name(&format!("shardwal-{i}"))
                 .io_memory(cfg.io_memory)
@@ -211,7 +320,7 @@ impl Runtime {
                 .blocking_thread_pool_placement(PoolPlacement::Unbound(2))
                 .spawn(move || async move {
                     let storage = ms(job.core);
-                    run_core(job, storage, move |ctx| f(ctx)).await
+                    run_core(job, storage, move |r| replay(r), move |ctx, t| f(ctx, t)).await
                 })
                 .map_err(|e| {
                     Error::io(

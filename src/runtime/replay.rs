@@ -1,0 +1,567 @@
+//! The one-pass replay of [`super::Runtime::start_replaying`]: the engine
+//! replays its shard's records *while* recovery scans the log, from the
+//! bytes the scan has just read, instead of reading the log a second time
+//! once the start is over.
+//!
+//! A record may be replayed only if it survives the consistent cut: the
+//! first barrier at or after it on its shard must be of an epoch at or
+//! below the recovered sealed epoch. The sealed epoch is known only when
+//! every shard's scan has ended, but a lower bound is known earlier: the
+//! sealed-epoch rule ([`plan::sealed_epoch`]) applied to the last barrier
+//! each shard's scan has seen *so far* ([`Progress`], published by every
+//! core as it scans). The rule is monotone in each shard's last barrier and
+//! the scans only move forward, so the bound only grows and never exceeds
+//! the final sealed epoch: whatever it releases is in the final cut.
+//!
+//! The scan copies the frames it checks (from the replay position on) into
+//! [`Feed`] blocks of [`BLOCK_BYTES`]; [`Replay::next`] takes the blocks in
+//! order and hands out each record once its release epoch (the epoch of the
+//! barrier after it) is at most the bound, or, once this shard's cut is
+//! decided, if it lies before the cut. Memory is bounded by
+//! `RuntimeConfig::replay_buffer`: when the engine falls that far behind
+//! (or an epoch holds more than that), the scan stops copying, and the
+//! records from that point on are read again from the log once the shard
+//! has been cut (the only bytes read twice). Records of epochs that are
+//! cut are never handed out: they are either never released (their
+//! barrier is missing, or above the final sealed epoch) or at or past the
+//! cut.
+//!
+//! Where one pass cannot be used (a core that replays retired shards too,
+//! which must be merged in (epoch, shard, seq) order; repair mode, which
+//! may cut a log below what its scan reported so far), the replay waits for
+//! the plan and reads the log once the start has cut it, as
+//! [`super::ShardContext::replay`] does.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use crate::checkpoint::payloads::SnapshotRef;
+use crate::checkpoint::snapshot;
+use crate::error::{Error, Result};
+use crate::format::frame::{Frame, RecordKind};
+use crate::format::{FRAME_ALIGN, align_up};
+use crate::ids::{CheckpointId, Epoch, Lsn, Seq, ShardId};
+use crate::io::{AlignedBuf, Storage};
+use crate::layout::Layout;
+use crate::merged::MergedReader;
+use crate::reader::Record;
+use crate::recovery::plan::{self, ReplayPlan};
+
+/// Bytes per block of copied records.
+pub(super) const BLOCK_BYTES: usize = 1 << 20;
+
+/// How often a replay that waits for other shards' scans looks again (their
+/// progress is published by other threads, which do not wake this one).
+const PROGRESS_POLL: Duration = Duration::from_micros(200);
+
+/// Every shard's scan progress: the highest barrier epoch its scan has
+/// seen, shared by all cores of one start.
+#[derive(Clone)]
+pub(crate) struct Progress {
+    last_barrier: Arc<[AtomicU64]>,
+    layout: Arc<Layout>,
+    floor: Epoch,
+}
+
+impl Progress {
+    /// Progress over the shards `0..shards` of a start whose layout before
+    /// it is `layout` and whose checkpoint proves `floor` sealed.
+    pub(crate) fn new(shards: usize, layout: Layout, floor: Epoch) -> Progress {
+        Progress {
+            last_barrier: (0..shards.max(layout.active() as usize))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            layout: Arc::new(layout),
+            floor,
+        }
+    }
+
+    /// `shard`'s scan has seen `barrier(epoch)`.
+    pub(crate) fn saw_barrier(&self, shard: ShardId, epoch: Epoch) {
+        if let Some(a) = self.last_barrier.get(shard.0 as usize) {
+            a.fetch_max(epoch.0, Ordering::Release);
+        }
+    }
+
+    /// A lower bound of the sealed epoch the start will recover.
+    fn sealed_bound(&self) -> Epoch {
+        plan::sealed_epoch(&self.layout, self.floor, |s| {
+            self.last_barrier
+                .get(s.0 as usize)
+                .map(|a| Epoch(a.load(Ordering::Acquire)))
+        })
+    }
+}
+
+/// One copied record.
+struct Entry {
+    lsn: Lsn,
+    kind: RecordKind,
+    at: usize,
+    len: usize,
+}
+
+/// A block of copied records, in seq order.
+struct Block {
+    buf: AlignedBuf,
+    used: usize,
+    entries: Vec<Entry>,
+    /// How many `BLOCK_BYTES` it counts for against the limit.
+    weight: usize,
+}
+
+/// What the start has told the replay so far.
+#[derive(Default)]
+enum Stage {
+    /// The shard is being scanned.
+    #[default]
+    Scanning,
+    /// The scan is over; the cut is not decided yet.
+    Scanned,
+    /// The shard's cut is decided: records before `until` are replayed.
+    Cut { until: Seq },
+    /// The shard is cut on disk (what is left of the log can be read).
+    Applied { until: Seq },
+    /// The start failed.
+    Failed(String),
+}
+
+/// The records the scan copied for the replay, shared (on one core)
+/// between the scan, which fills it, and [`Replay`], which drains it.
+pub(super) struct Feed {
+    /// Records before this seq are not replayed (the checkpoint's replay
+    /// position).
+    from: Seq,
+    filling: Option<Block>,
+    full: VecDeque<Block>,
+    free: Vec<Block>,
+    /// Block weight in use (filling, full and the one being replayed).
+    in_use: usize,
+    max_blocks: usize,
+    /// Copying stopped here (the limit was reached): this record and the
+    /// ones after it are read from the log again.
+    overflow: Option<Seq>,
+    /// Barriers seen from the replay position on, (seq, epoch); popped as
+    /// the replay passes them.
+    marks: VecDeque<(Seq, Epoch)>,
+    stage: Stage,
+    /// The plan, for a replay that does not use one pass.
+    plan: Option<ReplayPlan>,
+    waker: Option<Waker>,
+    /// False: copy nothing (the replay reads the log after the start).
+    one_pass: bool,
+}
+
+impl Feed {
+    /// A feed replaying from `from`, holding at most `limit` bytes of
+    /// copied records; with `one_pass` false it copies nothing.
+    pub(super) fn new(from: Seq, limit: usize, one_pass: bool) -> Rc<RefCell<Feed>> {
+        Rc::new(RefCell::new(Feed {
+            from,
+            filling: None,
+            full: VecDeque::new(),
+            free: Vec::new(),
+            in_use: 0,
+            max_blocks: (limit / BLOCK_BYTES).max(2),
+            overflow: None,
+            marks: VecDeque::new(),
+            stage: Stage::Scanning,
+            plan: None,
+            waker: None,
+            one_pass,
+        }))
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// A frame the scan found valid, in log order.
+    pub(super) fn push(&mut self, f: &Frame<'_>, shard: ShardId) {
+        if !self.one_pass || f.meta.seq < self.from {
+            return;
+        }
+        if f.meta.kind == RecordKind::Barrier {
+            // After an overflow only the first barrier past it matters: it
+            // releases the last records copied.
+            let needed = match (self.overflow, self.marks.back()) {
+                (Some(o), Some(&(s, _))) => s < o,
+                _ => true,
+            };
+            if needed {
+                self.marks.push_back((f.meta.seq, f.meta.epoch));
+                self.wake();
+            }
+        }
+        if self.overflow.is_some() {
+            return;
+        }
+        let len = f.payload.len();
+        let need = align_up(len, FRAME_ALIGN);
+        let fits = self
+            .filling
+            .as_ref()
+            .is_some_and(|b| b.used + need <= b.buf.len());
+        if !fits {
+            if let Some(b) = self.filling.take() {
+                self.full.push_back(b);
+                self.wake();
+            }
+            let weight = need.div_ceil(BLOCK_BYTES).max(1);
+            if self.in_use + weight > self.max_blocks {
+                self.overflow = Some(f.meta.seq);
+                self.wake();
+                return;
+            }
+            self.in_use += weight;
+            let block = match self.free.pop() {
+                Some(b) if weight == 1 => b,
+                _ => Block {
+                    buf: AlignedBuf::zeroed(weight * BLOCK_BYTES),
+                    used: 0,
+                    entries: Vec::new(),
+                    weight,
+                },
+            };
+            self.filling = Some(block);
+        }
+        let b = self.filling.as_mut().expect("a block to fill");
+        b.buf[b.used..b.used + len].copy_from_slice(f.payload);
+        b.entries.push(Entry {
+            lsn: Lsn {
+                shard,
+                epoch: f.meta.epoch,
+                seq: f.meta.seq,
+            },
+            kind: f.meta.kind,
+            at: b.used,
+            len,
+        });
+        b.used += need;
+    }
+
+    /// The scan has ended (successfully: a failure is [`Feed::fail`]).
+    pub(super) fn scanned(&mut self) {
+        if let Some(b) = self.filling.take() {
+            self.full.push_back(b);
+        }
+        if matches!(self.stage, Stage::Scanning) {
+            self.stage = Stage::Scanned;
+        }
+        self.wake();
+    }
+
+    /// The shard's cut is decided: the log keeps the records before `until`.
+    pub(super) fn cut(&mut self, until: Seq) {
+        if !matches!(self.stage, Stage::Failed(_)) {
+            self.stage = Stage::Cut { until };
+        }
+        self.wake();
+    }
+
+    /// The cut is carried out on disk.
+    pub(super) fn applied(&mut self) {
+        if let Stage::Cut { until } = self.stage {
+            self.stage = Stage::Applied { until };
+        }
+        self.wake();
+    }
+
+    /// The start's plan for this core.
+    pub(super) fn planned(&mut self, plan: &ReplayPlan) {
+        self.plan = Some(plan.clone());
+        self.wake();
+    }
+
+    /// The start failed: the replay ends with an error saying `why`.
+    pub(super) fn fail(&mut self, why: String) {
+        self.stage = Stage::Failed(why);
+        self.wake();
+    }
+
+    fn recycle(&mut self, mut b: Block) {
+        self.in_use -= b.weight;
+        if b.weight == 1 && self.free.len() < 2 {
+            b.used = 0;
+            b.entries.clear();
+            self.free.push(b);
+        }
+    }
+}
+
+/// Where [`Replay::next`] reads from.
+enum Source<S: Storage> {
+    /// Records copied by the scan.
+    Copied,
+    /// The log, read after the start cut it.
+    Log(MergedReader<S>),
+    /// Nothing left.
+    Done,
+}
+
+/// What one look at the feed found.
+enum Step {
+    Deliver,
+    Wait { progress: bool },
+    ReadLog(Vec<(ShardId, Seq, Seq)>),
+    End,
+}
+
+/// Where a [`Replay`]'s records came from, so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayCounts {
+    /// Records handed out from the bytes the recovery scan read.
+    pub from_scan: u64,
+    /// Of those, records handed out before this shard's cut was decided
+    /// (released by the other shards' scan progress).
+    pub before_cut: u64,
+    /// Records read from the log again after the start cut it (an
+    /// overflow of the replay buffer, or a replay that is not one pass).
+    pub from_log: u64,
+}
+
+/// The replay of one core's records during [`super::Runtime::start_replaying`]:
+/// its snapshots from the checkpoint, then its records from the replay
+/// position up to (and including) the barrier of the sealed epoch, as the
+/// recovery scan reads them. The same records, in the same order, as
+/// [`super::ShardContext::replay`] gives after a start.
+pub struct Replay<S: Storage> {
+    feed: Rc<RefCell<Feed>>,
+    progress: Progress,
+    storage: S,
+    log_dir: PathBuf,
+    shard: ShardId,
+    checkpoint: Option<CheckpointId>,
+    snapshot: Option<SnapshotRef>,
+    cur: Option<Block>,
+    idx: usize,
+    source: Source<S>,
+    one_pass: bool,
+    counts: ReplayCounts,
+}
+
+/// What a core needs to build its [`Replay`].
+pub(super) struct ReplayStart<S> {
+    pub feed: Rc<RefCell<Feed>>,
+    pub progress: Progress,
+    pub storage: S,
+    pub log_dir: PathBuf,
+    pub shard: ShardId,
+    pub checkpoint: Option<CheckpointId>,
+    pub snapshot: Option<SnapshotRef>,
+}
+
+impl<S: Storage> Replay<S> {
+    pub(super) fn new(start: ReplayStart<S>) -> Replay<S> {
+        let one_pass = start.feed.borrow().one_pass;
+        Replay {
+            feed: start.feed,
+            progress: start.progress,
+            storage: start.storage,
+            log_dir: start.log_dir,
+            shard: start.shard,
+            checkpoint: start.checkpoint,
+            snapshot: start.snapshot,
+            cur: None,
+            idx: 0,
+            source: Source::Copied,
+            one_pass,
+            counts: ReplayCounts::default(),
+        }
+    }
+
+    /// Where the records handed out so far came from.
+    pub fn counts(&self) -> ReplayCounts {
+        self.counts
+    }
+
+    /// The shard this core runs.
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// True if this replay reads the records as the recovery scan reads
+    /// them; false if it reads the log once the start has cut it (a core
+    /// that also replays retired shards, or a start in repair mode).
+    pub fn is_one_pass(&self) -> bool {
+        self.one_pass
+    }
+
+    /// Every snapshot this core restores, verified against the manifest's
+    /// CRC, as [`super::ShardContext::snapshots`] gives them: its own
+    /// shard's first, then those of retired shards it adopted. Empty without
+    /// a checkpoint.
+    pub async fn snapshots(&mut self) -> Result<Vec<(ShardId, Vec<u8>)>> {
+        let Some(c) = self.checkpoint else {
+            return Ok(Vec::new());
+        };
+        let sources: Vec<(ShardId, Option<SnapshotRef>)> = if self.one_pass {
+            vec![(self.shard, self.snapshot.clone())]
+        } else {
+            let plan = self.wait_for_plan().await?;
+            plan.sources(self.shard)
+                .into_iter()
+                .map(|s| (s.shard, s.snapshot))
+                .collect()
+        };
+        let mut out = Vec::new();
+        for (shard, r) in sources {
+            if let Some(r) = r {
+                let dir = crate::segment::shard_dir(&self.log_dir, shard);
+                let b = snapshot::read(&self.storage, &dir, shard.0, c.0, &r).await?;
+                out.push((shard, b));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn wait_for_plan(&mut self) -> Result<ReplayPlan> {
+        loop {
+            {
+                let feed = self.feed.borrow();
+                if let Stage::Failed(why) = &feed.stage {
+                    return Err(failed(why));
+                }
+                if let Some(p) = &feed.plan {
+                    return Ok(p.clone());
+                }
+            }
+            self.wait(false).await;
+        }
+    }
+
+    /// The next record, or `None` once every record of the sealed epochs
+    /// has been handed out. Fails if the start fails (the records already
+    /// handed out then belong to a log that did not open).
+    pub async fn next(&mut self) -> Result<Option<Record<'_>>> {
+        while let Source::Copied = self.source {
+            match self.step()? {
+                Step::Deliver => break,
+                Step::Wait { progress } => self.wait(progress).await,
+                Step::ReadLog(ranges) => {
+                    let r = MergedReader::open_shards(self.storage.clone(), &self.log_dir, &ranges)
+                        .await?;
+                    self.source = Source::Log(r);
+                }
+                Step::End => self.source = Source::Done,
+            }
+        }
+        match &mut self.source {
+            Source::Done => Ok(None),
+            Source::Log(r) => {
+                let rec = r.next().await?;
+                self.counts.from_log += u64::from(rec.is_some());
+                Ok(rec)
+            }
+            Source::Copied => {
+                self.counts.from_scan += 1;
+                let b = self.cur.as_ref().expect("a block to deliver from");
+                let e = &b.entries[self.idx - 1];
+                Ok(Some(Record {
+                    lsn: e.lsn,
+                    kind: e.kind,
+                    payload: &b.buf[e.at..e.at + e.len],
+                }))
+            }
+        }
+    }
+
+    /// Look at the feed once: deliver the current record (advancing past
+    /// it), or say what to wait for or read.
+    fn step(&mut self) -> Result<Step> {
+        let mut feed = self.feed.borrow_mut();
+        let until = match &feed.stage {
+            Stage::Failed(why) => return Err(failed(why)),
+            Stage::Cut { until } | Stage::Applied { until } => Some(*until),
+            Stage::Scanning | Stage::Scanned => None,
+        };
+        if !self.one_pass {
+            return Ok(match (&feed.plan, &feed.stage) {
+                (Some(p), Stage::Applied { .. }) => Step::ReadLog(
+                    p.sources(self.shard)
+                        .iter()
+                        .map(|s| (s.shard, s.from, s.until))
+                        .collect(),
+                ),
+                _ => Step::Wait { progress: false },
+            });
+        }
+        if self
+            .cur
+            .as_ref()
+            .is_some_and(|b| self.idx >= b.entries.len())
+        {
+            let b = self.cur.take().expect("checked");
+            feed.recycle(b);
+        }
+        if self.cur.is_none()
+            && let Some(b) = feed.full.pop_front()
+        {
+            self.cur = Some(b);
+            self.idx = 0;
+        }
+        if let Some(b) = &self.cur
+            && let Some(e) = b.entries.get(self.idx)
+        {
+            let seq = e.lsn.seq;
+            let go = match until {
+                Some(u) if seq >= u => return Ok(Step::End),
+                Some(_) => true,
+                None => {
+                    while feed.marks.front().is_some_and(|&(s, _)| s < seq) {
+                        feed.marks.pop_front();
+                    }
+                    feed.marks
+                        .front()
+                        .is_some_and(|&(_, ep)| ep <= self.progress.sealed_bound())
+                }
+            };
+            if go {
+                self.idx += 1;
+                self.counts.before_cut += u64::from(until.is_none());
+                return Ok(Step::Deliver);
+            }
+            return Ok(Step::Wait { progress: true });
+        }
+        // Nothing copied is left.
+        Ok(match (feed.overflow, &feed.stage) {
+            (Some(o), Stage::Applied { until }) => {
+                Step::ReadLog(vec![(self.shard, o, (*until).max(o))])
+            }
+            (None, Stage::Cut { .. } | Stage::Applied { .. }) => Step::End,
+            _ => Step::Wait { progress: false },
+        })
+    }
+
+    /// Until the feed changes (or, when waiting on other shards' scans,
+    /// for at most [`PROGRESS_POLL`]).
+    async fn wait(&self, progress: bool) {
+        let feed = self.feed.clone();
+        let mut armed = false;
+        let changed = std::future::poll_fn(move |cx| {
+            if armed {
+                return Poll::Ready(());
+            }
+            armed = true;
+            feed.borrow_mut().waker = Some(cx.waker().clone());
+            Poll::Pending
+        });
+        if progress {
+            futures_lite::future::or(changed, glommio::timer::sleep(PROGRESS_POLL)).await;
+        } else {
+            changed.await;
+        }
+    }
+}
+
+fn failed(why: &str) -> Error {
+    Error::Config(format!("the start failed while replaying: {why}"))
+}
