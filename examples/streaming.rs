@@ -18,7 +18,8 @@
 //!   its partitions' offsets. Every 40 epochs a checkpoint snapshots each
 //!   core's state; the log is truncated behind it.
 //! - **Restart.** Recovery cuts every shard at the sealed epoch; each core
-//!   loads its snapshot, replays its log to the sealed epoch, and resumes its
+//!   loads its snapshot, replays its log to the sealed epoch (while the
+//!   recovery scan reads it: `Runtime::start_replaying`), and resumes its
 //!   partitions at the sealed epoch's committed offsets.
 //!
 //! The last line printed is `state_hash=<16 hex digits>`, a hash of the merged
@@ -36,8 +37,8 @@ use std::time::{Duration, Instant};
 use rkyv::{Archive, Deserialize, Serialize};
 use shardwal::checkpoint::payloads;
 use shardwal::{
-    ControlEvent, CoordinatorConfig, DmaStorage, FsyncPolicy, RecordKind, Runtime, RuntimeConfig,
-    ShardConfig, ShardContext, SourceOffset,
+    ControlEvent, CoordinatorConfig, DmaStorage, FsyncPolicy, RecordKind, Replay, Runtime,
+    RuntimeConfig, ShardConfig, ShardContext, SourceOffset,
 };
 
 const PARTITIONS: u64 = 8;
@@ -125,23 +126,13 @@ struct Shared {
     done: AtomicU64,
 }
 
-async fn engine(
-    ctx: Rc<ShardContext<DmaStorage>>,
-    p: Params,
-    shared: Arc<Shared>,
-    out: crossbeam_channel::Sender<State>,
-) -> shardwal::Result<()> {
-    let cores = ctx.shard_count() as u64;
-    let me = ctx.shard().0 as u64;
-    // 1. Recover: snapshot, then the log up to the sealed epoch.
-    let plan = ctx.replay_plan().clone();
-    if std::env::var_os("STREAMING_DEBUG").is_some() {
-        eprintln!("shard {me}: plan {plan:?}");
-    }
+/// 1. Recover, while the runtime's recovery scan reads the log (one pass):
+/// the snapshot, then the log up to the sealed epoch.
+async fn recover(mut replay: Replay<DmaStorage>, shared: Arc<Shared>) -> shardwal::Result<State> {
     let mut state = State::new();
     // This shard's snapshot and, after re-sharding, those of the retired
     // shards this core replays.
-    for (_, bytes) in ctx.snapshots().await? {
+    for (_, bytes) in replay.snapshots().await? {
         if bytes.is_empty() {
             continue;
         }
@@ -150,8 +141,7 @@ async fn engine(
             state.insert((k, w), (c, s));
         }
     }
-    let mut reader = ctx.replay().await?;
-    while let Some(rec) = reader.next().await? {
+    while let Some(rec) = replay.next().await? {
         if rec.kind == RecordKind::Data {
             let b = rec.access::<InputBatch>()?;
             apply(
@@ -164,6 +154,22 @@ async fn engine(
                 .replayed
                 .fetch_add(b.events.len() as u64, Ordering::Relaxed);
         }
+    }
+    Ok(state)
+}
+
+async fn engine(
+    ctx: Rc<ShardContext<DmaStorage>>,
+    mut state: State,
+    p: Params,
+    shared: Arc<Shared>,
+    out: crossbeam_channel::Sender<State>,
+) -> shardwal::Result<()> {
+    let cores = ctx.shard_count() as u64;
+    let me = ctx.shard().0 as u64;
+    let plan = ctx.replay_plan().clone();
+    if std::env::var_os("STREAMING_DEBUG").is_some() {
+        eprintln!("shard {me}: plan {plan:?}");
     }
     // 2. Resume the sources at the sealed epoch's committed offsets.
     let mut sources: Vec<Source> = (0..PARTITIONS)
@@ -335,18 +341,33 @@ fn run(
     });
     let (tx, rx) = crossbeam_channel::unbounded();
     let started = Instant::now();
-    let (p2, sh2) = (p.clone(), shared.clone());
-    let rt = Runtime::start(dir, cfg, move |ctx| {
-        let (p, sh, tx) = (p2.clone(), sh2.clone(), tx.clone());
-        async move {
-            let r = engine(ctx, p, sh.clone(), tx).await;
-            if let Err(e) = &r {
-                eprintln!("engine failed: {e}");
-                sh.failed.fetch_add(1, Ordering::Relaxed);
+    let (p2, sh2, sh3) = (p.clone(), shared.clone(), shared.clone());
+    let rt = Runtime::start_replaying(
+        dir,
+        cfg,
+        move |replay| {
+            let sh = sh3.clone();
+            async move {
+                let r = recover(replay, sh.clone()).await;
+                if let Err(e) = &r {
+                    eprintln!("replay failed: {e}");
+                    sh.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                r
             }
-            r
-        }
-    })?;
+        },
+        move |ctx, state| {
+            let (p, sh, tx) = (p2.clone(), sh2.clone(), tx.clone());
+            async move {
+                let r = engine(ctx, state, p, sh.clone(), tx).await;
+                if let Err(e) = &r {
+                    eprintln!("engine failed: {e}");
+                    sh.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                r
+            }
+        },
+    )?;
     let report = rt.recovery_report().clone();
     println!(
         "recovery: sealed epoch {}, checkpoint {:?}, {} shards, {:?}",

@@ -32,6 +32,7 @@ mod group;
 mod measure;
 mod raw;
 mod recover;
+mod replay;
 mod setup;
 mod sync;
 
@@ -60,6 +61,10 @@ pub struct Args {
     /// Size of the log the `recover` workload writes and reopens, in MiB.
     #[arg(long, default_value_t = 256)]
     recover_mib: u64,
+    /// Size of the log the `replay` workload restarts on (over 2 shards),
+    /// in MiB; `segments` writes half of it to one shard.
+    #[arg(long, default_value_t = 2048)]
+    replay_mib: u64,
     /// State per shard that the `checkpoint` workload snapshots, in MiB.
     #[arg(long, default_value_t = 1024)]
     state_mib: u64,
@@ -82,8 +87,13 @@ pub enum Workload {
     Epoch,
     /// Epochs and a streamed checkpoint under load on a 2-shard runtime.
     Checkpoint,
-    /// Every workload but `checkpoint` (which writes gigabytes), in this
-    /// order.
+    /// Restart of a 2-shard runtime and replay, one pass and two, against
+    /// a raw O_DIRECT read of the same files.
+    Replay,
+    /// One-pass reopen of the same bytes in 1 MiB and in 64 MiB segments.
+    Segments,
+    /// Every workload but `checkpoint`, `replay` and `segments` (which
+    /// write gigabytes), in this order.
     All,
 }
 
@@ -137,6 +147,8 @@ pub fn run(a: &Args, json: bool) -> CmdResult {
             Workload::Recover => recover::run(&ex, &scratch, dur, a.recover_mib)?,
             Workload::Epoch => epoch::run(&scratch, dur)?,
             Workload::Checkpoint => checkpoint::run(&scratch, dur, a.state_mib)?,
+            Workload::Replay => replay::run(&scratch, a.replay_mib)?,
+            Workload::Segments => replay::run_segments(&ex, &scratch, a.replay_mib)?,
             Workload::All => unreachable!("expanded above"),
         };
         if json {
