@@ -126,8 +126,8 @@ struct Shared {
     done: AtomicU64,
 }
 
-/// 1. Recover, while the runtime's recovery scan reads the log (one pass):
-/// the snapshot, then the log up to the sealed epoch.
+/// Step 1, recovery, while the runtime's recovery scan reads the log (one
+/// pass): the snapshot, then the log up to the sealed epoch.
 async fn recover(mut replay: Replay<DmaStorage>, shared: Arc<Shared>) -> shardwal::Result<State> {
     let mut state = State::new();
     // This shard's snapshot and, after re-sharding, those of the retired

@@ -85,12 +85,20 @@ impl<S: Storage> ShardReader<S> {
             .await
             .map_err(|e| Error::io("list", &dir, e))?;
         let segments = segments_in(&names);
-        // Start at the last segment whose first seq is <= from.
+        // Start at the last segment whose first seq is <= from, by the
+        // scan's own rule (`recovery::shard::scan`): skip a leading segment
+        // while the *next* one's header is valid, ours, and starts at or
+        // before `from`. The skipped segment's own header is not needed:
+        // recovery did not read it either, and requiring it here made a
+        // damaged header before the replay position end the read at once,
+        // an empty replay instead of the records after it.
         let mut start = 0;
-        for (k, (_, name)) in segments.iter().enumerate() {
+        while let Some((_, name)) = segments.get(start + 1) {
             let head = read_head(&storage, &dir.join(name)).await?;
             match SegmentHeader::decode(&head) {
-                Ok(h) if h.first_seq <= from => start = k,
+                Ok(h) if h.first_seq <= from && h.log_id == log_id && h.shard == shard => {
+                    start += 1
+                }
                 _ => break,
             }
         }

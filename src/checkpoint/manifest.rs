@@ -108,6 +108,19 @@ pub enum ManifestError {
     /// A valid manifest of another log.
     #[error("manifest belongs to another log")]
     ForeignLog,
+    /// A shard's snapshot reference names a file other than the one the
+    /// checkpoint's snapshot is always written to. Recovery joins this name
+    /// to the shard's directory, so anything else (`..`, a `/`, an absolute
+    /// path) could point outside the log directory: refused.
+    #[error("shard {shard}'s snapshot is {file:?}, not {expected:?}")]
+    SnapshotName {
+        /// The shard whose entry it is.
+        shard: u32,
+        /// The name in the manifest.
+        file: String,
+        /// The only name a snapshot of this checkpoint has.
+        expected: String,
+    },
 }
 
 /// Encode a manifest file.
@@ -116,9 +129,21 @@ pub fn encode(m: &Manifest) -> std::result::Result<Vec<u8>, PayloadError> {
 }
 
 /// Decode a manifest file; every failure names the check that failed.
+///
+/// Every snapshot reference must name `snapshot_name(checkpoint)`: the one
+/// path taken from a manifest, joined to a shard directory, stays in it.
 pub fn decode(b: &[u8]) -> std::result::Result<Manifest, ManifestError> {
     let payload = meta_file::decode(KIND, b)?;
-    Ok(super::payloads::decode::<Manifest>(payload, "manifest")?)
+    let m = super::payloads::decode::<Manifest>(payload, "manifest")?;
+    let expected = super::snapshot::snapshot_name(m.checkpoint);
+    if let Some(sc) = m.shards.iter().find(|sc| sc.snapshot.file != expected) {
+        return Err(ManifestError::SnapshotName {
+            shard: sc.shard,
+            file: sc.snapshot.file.clone(),
+            expected,
+        });
+    }
+    Ok(m)
 }
 
 /// Write manifest `m` into `log_dir/checkpoints` atomically.
@@ -206,6 +231,27 @@ mod tests {
                 },
                 commit: None,
             }],
+        }
+    }
+
+    #[test]
+    fn a_snapshot_name_that_could_leave_the_shard_directory_is_refused() {
+        for file in [
+            "../../etc/passwd",
+            "/etc/passwd",
+            "../shard-0001/snap-00000000000000000005.snap",
+            "snap-00000000000000000004.snap",
+            "",
+        ] {
+            let mut m = sample();
+            m.shards[0].snapshot.file = file.into();
+            let b = encode(&m).unwrap();
+            match decode(&b) {
+                Err(ManifestError::SnapshotName {
+                    shard: 0, file: f, ..
+                }) => assert_eq!(f, file),
+                other => panic!("{file:?}: {other:?}"),
+            }
         }
     }
 

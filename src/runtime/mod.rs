@@ -242,7 +242,19 @@ impl Runtime {
         let m = n as u32;
         layout::remove_leftovers(dir);
         let present = shard_dirs_present(dir)?;
-        let loaded = futures_lite::future::block_on(layout::read(&StdStorage, dir, log_id))?;
+        let mut loaded = futures_lite::future::block_on(layout::read(&StdStorage, dir, log_id))?;
+        if loaded.is_none() && present.iter().all(|s| s.0 < m) && holds_no_records(dir, &present) {
+            // A new log (or one whose first start was killed before any
+            // segment was written): its layout is made durable before the
+            // executors create their shard directories, in parallel and in
+            // any order. Without a `LAYOUT` file, a crash that left some of
+            // them would look like a gap, which the planner refuses as a
+            // stray directory: the log could never be opened again.
+            let shards: Vec<ShardId> = (0..m).map(ShardId).collect();
+            let new = layout::Layout::implicit(log_id, &shards);
+            futures_lite::future::block_on(layout::write(&StdStorage, dir, &new))?;
+            loaded = Some(new);
+        }
         let scope = plan::scope(log_id, loaded, &present, m)?;
         let manifests = read_manifests(dir, log_id)?;
 
@@ -617,6 +629,17 @@ fn shard_dirs_present(dir: &Path) -> Result<Vec<ShardId>> {
         .collect();
     v.sort_unstable();
     Ok(v)
+}
+
+/// True if none of the shard directories `present` holds a segment file
+/// (each a real directory, not a symlink): the log has no record yet.
+fn holds_no_records(dir: &Path, present: &[ShardId]) -> bool {
+    present.iter().all(|&s| {
+        let d = crate::segment::shard_dir(dir, s);
+        std::fs::symlink_metadata(&d).is_ok_and(|md| md.is_dir())
+            && crate::io::std_fs::list_dir(&d)
+                .is_ok_and(|names| crate::segment::segments_in(&names).is_empty())
+    })
 }
 
 /// Wait for one result per shard from `expect` shards; the first error
