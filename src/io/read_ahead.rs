@@ -40,6 +40,8 @@ pub(crate) const CHUNK: usize = 8 << 20;
 pub(crate) const ROOM: usize = 1 << 20;
 /// Reads kept in flight.
 pub(crate) const DEPTH: usize = 2;
+/// How often a closed gate (see [`ChunkStream::set_gate`]) is asked again.
+pub(crate) const GATE_POLL: std::time::Duration = std::time::Duration::from_micros(100);
 
 type ReadFuture = Pin<Box<dyn Future<Output = io::Result<(AlignedBuf, usize)>>>>;
 
@@ -96,6 +98,10 @@ pub(crate) struct ChunkStream<S: Storage> {
     base: u64,
     /// One past the last non-zero byte of the current file received so far.
     last_nonzero: u64,
+    /// Asked before each chunk is handed over: while it says no, the
+    /// stream waits (a consumer of what the caller derives from the bytes
+    /// is behind). See [`ChunkStream::set_gate`].
+    gate: Option<Box<dyn FnMut() -> bool>>,
 }
 
 impl<S: Storage> ChunkStream<S> {
@@ -123,7 +129,16 @@ impl<S: Storage> ChunkStream<S> {
             hi: 0,
             base: 0,
             last_nonzero: 0,
+            gate: None,
         }
+    }
+
+    /// Before handing over each chunk, call `gate` and, while it returns
+    /// false, wait [`GATE_POLL`] and ask again (reads already in flight
+    /// complete meanwhile; no new one is issued). Runs on a glommio
+    /// executor (it sleeps on its timer).
+    pub(crate) fn set_gate(&mut self, gate: impl FnMut() -> bool + 'static) {
+        self.gate = Some(Box::new(gate));
     }
 
     /// The same stream with `chunk`-byte reads and `room` bytes of head
@@ -303,6 +318,11 @@ impl<S: Storage> ChunkStream<S> {
             }
             if self.queue.front().is_none_or(|p| p.file != cur) {
                 return Ok(None);
+            }
+            if let Some(g) = self.gate.as_mut() {
+                while !g() {
+                    glommio::timer::sleep(GATE_POLL).await;
+                }
             }
             let p = self.queue.pop_front().expect("front exists");
             let (pos, len) = (p.pos, p.len);

@@ -163,7 +163,21 @@ pub async fn scan<S: Storage>(
     dir: &Path,
     exp: Expect,
     opts: ScanOptions,
+    on_frame: impl FnMut(&Frame<'_>, u64, usize) -> bool,
+) -> Result<Scanned> {
+    scan_gated(storage, dir, exp, opts, on_frame, None).await
+}
+
+/// [`scan`], asking `gate` before each chunk of the log is checked and
+/// waiting while it says no (a consumer of the frames is behind: see
+/// `runtime::replay`). The outcome is the same; only the pace differs.
+pub(crate) async fn scan_gated<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    exp: Expect,
+    opts: ScanOptions,
     mut on_frame: impl FnMut(&Frame<'_>, u64, usize) -> bool,
+    gate: Option<Box<dyn FnMut() -> bool>>,
 ) -> Result<Scanned> {
     let started = Instant::now();
     let shard = exp.shard;
@@ -237,6 +251,9 @@ pub async fn scan<S: Storage>(
     // Every byte of every segment is read once, in order, in chunks, with
     // the next chunk's read in flight while this one is checked.
     let mut stream = ChunkStream::new(storage.clone(), paths.clone());
+    if let Some(g) = gate {
+        stream.set_gate(g);
+    }
     // Each file is opened once; the next segment's header, which the
     // scanner checks at a clean segment end, comes from its first read.
     for (k, (index, _)) in segs.iter().enumerate() {

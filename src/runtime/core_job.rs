@@ -84,6 +84,35 @@ pub(super) struct ReplaySetup {
     pub snapshot: Option<SnapshotRef>,
 }
 
+/// The pace of the own shard's scan: it waits while the replay's buffer is
+/// nearly full and waiting helps ([`Feed::scan_should_wait`]), for at most
+/// [`super::replay::MAX_SCAN_WAIT`] in one go; after a wait that long it
+/// never waits again (the records from there on are read a second time).
+fn scan_gate(
+    feed: &std::rc::Rc<std::cell::RefCell<Feed>>,
+    progress: &Progress,
+    shard: ShardId,
+) -> Box<dyn FnMut() -> bool> {
+    let (feed, progress) = (feed.clone(), progress.clone());
+    let mut since: Option<std::time::Instant> = None;
+    let mut gave_up = false;
+    Box::new(move || {
+        if gave_up || !feed.borrow().scan_should_wait(&progress, shard) {
+            since = None;
+            return true;
+        }
+        let t = *since.get_or_insert_with(std::time::Instant::now);
+        if t.elapsed() > super::replay::MAX_SCAN_WAIT {
+            gave_up = true;
+            tracing::warn!(
+                shard = shard.0,
+                "the replay's buffer stayed full: the rest is read twice"
+            );
+        }
+        gave_up
+    })
+}
+
 /// The next word from the runtime thread. While a replay runs beside it on
 /// this executor, the channel is polled (a blocking receive would stall the
 /// replay); otherwise it is a blocking receive.
@@ -198,7 +227,7 @@ where
                     // Every barrier seen is published for the one-pass
                     // replays; the own shard's records are copied for this
                     // core's.
-                    shard::scan(&storage, &sdir, exp, opts, |f, _, _| {
+                    let on_frame = |f: &crate::format::frame::Frame<'_>, _, _| {
                         if f.meta.kind == RecordKind::Barrier {
                             progress.saw_barrier(s, f.meta.epoch);
                         }
@@ -206,8 +235,11 @@ where
                             feed.borrow_mut().push(f, s);
                         }
                         true
-                    })
-                    .await
+                    };
+                    let gate = (k == 0).then(|| scan_gate(&feed, &progress, s));
+                    let r = shard::scan_gated(&storage, &sdir, exp, opts, on_frame, gate).await;
+                    progress.scan_ended(s);
+                    r
                 }
                 Err(e) => Err(e),
             },

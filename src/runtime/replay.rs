@@ -37,7 +37,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -56,6 +56,14 @@ use crate::recovery::plan::{self, ReplayPlan};
 /// Bytes per block of copied records.
 pub(super) const BLOCK_BYTES: usize = 1 << 20;
 
+/// The most record bytes one chunk of the scan can add (its read size).
+const CHUNK_ROOM: usize = crate::io::read_ahead::CHUNK;
+
+/// The longest a scan waits in one go for the replay or the other shards
+/// before it stops copying instead (a guard: the pause rule does not
+/// deadlock, see [`Progress::may_rise_without`]).
+pub(super) const MAX_SCAN_WAIT: Duration = Duration::from_secs(2);
+
 /// How often a replay that waits for other shards' scans looks again (their
 /// progress is published by other threads, which do not wake this one).
 const PROGRESS_POLL: Duration = Duration::from_micros(200);
@@ -65,6 +73,8 @@ const PROGRESS_POLL: Duration = Duration::from_micros(200);
 #[derive(Clone)]
 pub(crate) struct Progress {
     last_barrier: Arc<[AtomicU64]>,
+    /// Per shard, its scan has ended (its last barrier is final).
+    done: Arc<[AtomicBool]>,
     layout: Arc<Layout>,
     floor: Epoch,
 }
@@ -73,13 +83,46 @@ impl Progress {
     /// Progress over the shards `0..shards` of a start whose layout before
     /// it is `layout` and whose checkpoint proves `floor` sealed.
     pub(crate) fn new(shards: usize, layout: Layout, floor: Epoch) -> Progress {
+        let n = shards.max(layout.active() as usize);
         Progress {
-            last_barrier: (0..shards.max(layout.active() as usize))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
+            last_barrier: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            done: (0..n).map(|_| AtomicBool::new(false)).collect(),
             layout: Arc::new(layout),
             floor,
         }
+    }
+
+    /// `shard`'s scan has ended (or failed).
+    pub(crate) fn scan_ended(&self, shard: ShardId) {
+        if let Some(d) = self.done.get(shard.0 as usize) {
+            d.store(true, Ordering::Release);
+        }
+    }
+
+    /// True if the sealed bound can still rise without `shard`'s scan
+    /// moving: `shard` is not among the shards that hold it down, and
+    /// none of those has finished scanning. A scan that pauses only then
+    /// never waits on itself, so the pauses cannot deadlock: the shards
+    /// that hold the bound down never pause for it.
+    fn may_rise_without(&self, shard: ShardId) -> bool {
+        let value = |s: u32| {
+            let b = self
+                .last_barrier
+                .get(s as usize)
+                .map_or(0, |a| a.load(Ordering::Acquire));
+            b.max(self.layout.joined.get(s as usize).copied().unwrap_or(0))
+        };
+        let active = self.layout.active();
+        let Some(low) = (0..active).map(value).min() else {
+            return false;
+        };
+        let ended = |s: u32| {
+            self.done
+                .get(s as usize)
+                .is_none_or(|d| d.load(Ordering::Acquire))
+        };
+        (shard.0 >= active || value(shard.0) > low)
+            && (0..active).all(|s| value(s) > low || !ended(s))
     }
 
     /// `shard`'s scan has seen `barrier(epoch)`.
@@ -156,6 +199,21 @@ pub(super) struct Feed {
     waker: Option<Waker>,
     /// False: copy nothing (the replay reads the log after the start).
     one_pass: bool,
+    /// What the replay is doing.
+    replay: ReplayState,
+}
+
+/// What the replay side of a [`Feed`] is doing, for the scan's pacing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplayState {
+    /// Handing out records (the engine may be slower than the scan).
+    Busy,
+    /// Caught up with what is released: waiting for the sealed bound.
+    WaitsForBound,
+    /// Waiting for the scan (a block to be filled, or the cut).
+    WaitsForScan,
+    /// The [`Replay`] was dropped: nothing more is copied.
+    Gone,
 }
 
 impl Feed {
@@ -175,6 +233,7 @@ impl Feed {
             plan: None,
             waker: None,
             one_pass,
+            replay: ReplayState::Busy,
         }))
     }
 
@@ -186,7 +245,7 @@ impl Feed {
 
     /// A frame the scan found valid, in log order.
     pub(super) fn push(&mut self, f: &Frame<'_>, shard: ShardId) {
-        if !self.one_pass || f.meta.seq < self.from {
+        if !self.one_pass || f.meta.seq < self.from || self.replay == ReplayState::Gone {
             return;
         }
         if f.meta.kind == RecordKind::Barrier {
@@ -289,10 +348,34 @@ impl Feed {
 
     fn recycle(&mut self, mut b: Block) {
         self.in_use -= b.weight;
-        if b.weight == 1 && self.free.len() < 2 {
+        // Blocks are kept for reuse (at most `max_blocks` exist): freeing
+        // and allocating them again would fault in and zero their pages
+        // each time.
+        if b.weight == 1 {
             b.used = 0;
             b.entries.clear();
             self.free.push(b);
+        }
+    }
+
+    /// Whether the scan feeding this should wait before checking its next
+    /// chunk (up to [`CHUNK_ROOM`] more bytes of records): the blocks are
+    /// nearly all in use, and waiting helps, because the replay is still
+    /// handing out records, or the sealed bound can rise without this
+    /// shard's scan. Otherwise the scan goes on and, once the blocks are
+    /// all in use, stops copying (the rest is read again after the cut).
+    pub(super) fn scan_should_wait(&self, progress: &Progress, shard: ShardId) -> bool {
+        if !self.one_pass || self.overflow.is_some() || !matches!(self.stage, Stage::Scanning) {
+            return false;
+        }
+        let room = CHUNK_ROOM.div_ceil(BLOCK_BYTES);
+        if self.in_use + room < self.max_blocks {
+            return false;
+        }
+        match self.replay {
+            ReplayState::Busy => true,
+            ReplayState::WaitsForBound => progress.may_rise_without(shard),
+            ReplayState::WaitsForScan | ReplayState::Gone => false,
         }
     }
 }
@@ -346,6 +429,9 @@ pub struct Replay<S: Storage> {
     source: Source<S>,
     one_pass: bool,
     counts: ReplayCounts,
+    /// The sealed bound last computed (recomputed only when a record's
+    /// release epoch is above it).
+    bound: Epoch,
 }
 
 /// What a core needs to build its [`Replay`].
@@ -375,6 +461,7 @@ impl<S: Storage> Replay<S> {
             source: Source::Copied,
             one_pass,
             counts: ReplayCounts::default(),
+            bound: Epoch(0),
         }
     }
 
@@ -519,19 +606,28 @@ impl<S: Storage> Replay<S> {
                     while feed.marks.front().is_some_and(|&(s, _)| s < seq) {
                         feed.marks.pop_front();
                     }
-                    feed.marks
-                        .front()
-                        .is_some_and(|&(_, ep)| ep <= self.progress.sealed_bound())
+                    match feed.marks.front() {
+                        Some(&(_, release)) => {
+                            if release > self.bound {
+                                self.bound = self.progress.sealed_bound();
+                            }
+                            release <= self.bound
+                        }
+                        None => false,
+                    }
                 }
             };
             if go {
                 self.idx += 1;
                 self.counts.before_cut += u64::from(until.is_none());
+                feed.replay = ReplayState::Busy;
                 return Ok(Step::Deliver);
             }
+            feed.replay = ReplayState::WaitsForBound;
             return Ok(Step::Wait { progress: true });
         }
         // Nothing copied is left.
+        feed.replay = ReplayState::WaitsForScan;
         Ok(match (feed.overflow, &feed.stage) {
             (Some(o), Stage::Applied { until }) => {
                 Step::ReadLog(vec![(self.shard, o, (*until).max(o))])
@@ -559,6 +655,19 @@ impl<S: Storage> Replay<S> {
         } else {
             changed.await;
         }
+    }
+}
+
+impl<S: Storage> Drop for Replay<S> {
+    fn drop(&mut self) {
+        // The engine is done replaying (or gave up): copy nothing more, and
+        // free what was copied.
+        let mut feed = self.feed.borrow_mut();
+        feed.replay = ReplayState::Gone;
+        feed.full.clear();
+        feed.free.clear();
+        feed.filling = None;
+        feed.marks.clear();
     }
 }
 

@@ -126,9 +126,10 @@ struct Run {
     rss: u64,
 }
 
-/// What an engine's replay reports: records, payload bytes, and the time
-/// of its first record (ns since the start call).
-type Tally = (u64, u64, Option<u64>);
+/// What an engine's replay reports: records, payload bytes, the time of
+/// its first record (ns since the start call), and where its records came
+/// from.
+type Tally = (u64, u64, Option<u64>, shardwal::ReplayCounts);
 
 fn one_pass(dir: &Path) -> Result<Run, Fail> {
     let (tx, rx) = mpsc::channel::<Tally>();
@@ -151,7 +152,7 @@ fn one_pass(dir: &Path) -> Result<Run, Fail> {
                         bytes += rec.payload.len() as u64;
                     }
                 }
-                let _ = tx.send((n, bytes, first));
+                let _ = tx.send((n, bytes, first, r.counts()));
                 Ok(())
             }
         },
@@ -162,6 +163,17 @@ fn one_pass(dir: &Path) -> Result<Run, Fail> {
     let took = t0.elapsed();
     let rss = peak_rss_above(rss_base);
     rt.shutdown().map_err(lib)?;
+    let c = tallies.iter().fold((0, 0, 0), |a, t| {
+        (
+            a.0 + t.3.from_scan,
+            a.1 + t.3.before_cut,
+            a.2 + t.3.from_log,
+        )
+    });
+    eprintln!(
+        "one pass: {} records from the scan ({} before the cut was known), {} read again",
+        c.0, c.1, c.2
+    );
     Ok(Run {
         took,
         records: tallies.iter().map(|t| t.0).sum(),
