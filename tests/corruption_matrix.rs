@@ -76,7 +76,7 @@ const STRICT_ENV: &str = "SHARDWAL_CORRUPTION_STRICT";
 const ONLY_ENV: &str = "SHARDWAL_CORRUPTION_ONLY";
 /// Print every trial before running it.
 const VERBOSE_ENV: &str = "SHARDWAL_CORRUPTION_VERBOSE";
-const DEFAULT_SEED: u64 = 0x00C0_FFEE_14_04;
+const DEFAULT_SEED: u64 = 0x00C0_FFEE_1404;
 const SECTOR: usize = 512;
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -707,12 +707,14 @@ fn mutate(t: &Trial, bytes: &mut Vec<u8>) -> Option<usize> {
 // ---------------------------------------------------------------------------
 // Recovery and the check of what was acknowledged.
 
+/// One record read back: (seq, epoch, kind, payload).
+type RecordRow = (u64, u64, RecordKind, Vec<u8>);
 /// What one core's engine found when it restored and replayed.
 struct Restored {
     shard: u32,
     plan: ReplayPlan,
     snapshot: Result<Option<Vec<u8>>, Error>,
-    records: Result<Vec<(u64, u64, RecordKind, Vec<u8>)>, Error>,
+    records: Result<Vec<RecordRow>, Error>,
 }
 
 /// The engine of a recovering runtime: restore the snapshot, replay the
