@@ -303,6 +303,26 @@ pub async fn write<S: Storage>(
     f.finish().await
 }
 
+/// Read and verify the snapshots of checkpoint `checkpoint` named by
+/// `sources` (each shard with its reference, if it has one), in that order:
+/// what a core restores, for `ShardContext::snapshots` and
+/// `Replay::snapshots`.
+pub async fn read_each<S: Storage>(
+    storage: &S,
+    log_dir: &Path,
+    checkpoint: u64,
+    sources: impl IntoIterator<Item = (crate::ids::ShardId, Option<SnapshotRef>)>,
+) -> Result<Vec<(crate::ids::ShardId, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for (shard, r) in sources {
+        if let Some(r) = r {
+            let dir = crate::segment::shard_dir(log_dir, shard);
+            out.push((shard, read(storage, &dir, shard.0, checkpoint, &r).await?));
+        }
+    }
+    Ok(out)
+}
+
 /// Read and verify a snapshot against its reference.
 pub async fn read<S: Storage>(
     storage: &S,

@@ -356,6 +356,15 @@ pub struct ReplayPlan {
 }
 
 impl ReplayPlan {
+    /// The (shard, from, until) ranges of [`ReplayPlan::sources`], as a
+    /// `MergedReader` takes them.
+    pub fn ranges(&self, own: ShardId) -> Vec<(ShardId, Seq, Seq)> {
+        self.sources(own)
+            .iter()
+            .map(|s| (s.shard, s.from, s.until))
+            .collect()
+    }
+
     /// Every log this core replays, its own first.
     pub fn sources(&self, own: ShardId) -> Vec<ReplaySource> {
         std::iter::once(ReplaySource {

@@ -99,15 +99,14 @@ impl<S: Storage> ShardContext<S> {
         let Some(c) = self.plan.checkpoint else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::new();
-        for src in self.plan.sources(self.shard) {
-            if let Some(r) = &src.snapshot {
-                let dir = crate::segment::shard_dir(&self.log_dir, src.shard);
-                let b = snapshot::read(self.log.storage(), &dir, src.shard.0, c.0, r).await?;
-                out.push((src.shard, b));
-            }
-        }
-        Ok(out)
+        let sources = self.plan.sources(self.shard).into_iter();
+        snapshot::read_each(
+            self.log.storage(),
+            &self.log_dir,
+            c.0,
+            sources.map(|s| (s.shard, s.snapshot)),
+        )
+        .await
     }
 
     /// A reader over the records to replay: from the checkpoint position up
@@ -116,12 +115,7 @@ impl<S: Storage> ShardContext<S> {
     /// order. Epoch barriers, commit records and checkpoint markers are
     /// visible in it.
     pub async fn replay(&self) -> Result<crate::merged::MergedReader<S>> {
-        let ranges: Vec<(ShardId, crate::ids::Seq, crate::ids::Seq)> = self
-            .plan
-            .sources(self.shard)
-            .iter()
-            .map(|s| (s.shard, s.from, s.until))
-            .collect();
+        let ranges = self.plan.ranges(self.shard);
         crate::merged::MergedReader::open_shards(self.log.storage().clone(), &self.log_dir, &ranges)
             .await
     }

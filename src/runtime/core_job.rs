@@ -236,7 +236,8 @@ where
                         }
                         true
                     };
-                    let gate = (k == 0).then(|| scan_gate(&feed, &progress, s));
+                    let gate =
+                        (k == 0 && job.replay.one_pass).then(|| scan_gate(&feed, &progress, s));
                     let r = shard::scan_gated(&storage, &sdir, exp, opts, on_frame, gate).await;
                     progress.scan_ended(s);
                     r

@@ -499,15 +499,7 @@ impl<S: Storage> Replay<S> {
                 .map(|s| (s.shard, s.snapshot))
                 .collect()
         };
-        let mut out = Vec::new();
-        for (shard, r) in sources {
-            if let Some(r) = r {
-                let dir = crate::segment::shard_dir(&self.log_dir, shard);
-                let b = snapshot::read(&self.storage, &dir, shard.0, c.0, &r).await?;
-                out.push((shard, b));
-            }
-        }
-        Ok(out)
+        snapshot::read_each(&self.storage, &self.log_dir, c.0, sources).await
     }
 
     async fn wait_for_plan(&mut self) -> Result<ReplayPlan> {
@@ -515,7 +507,7 @@ impl<S: Storage> Replay<S> {
             {
                 let feed = self.feed.borrow();
                 if let Stage::Failed(why) = &feed.stage {
-                    return Err(failed(why));
+                    return Err(failed(self.shard, why));
                 }
                 if let Some(p) = &feed.plan {
                     return Ok(p.clone());
@@ -566,18 +558,13 @@ impl<S: Storage> Replay<S> {
     fn step(&mut self) -> Result<Step> {
         let mut feed = self.feed.borrow_mut();
         let until = match &feed.stage {
-            Stage::Failed(why) => return Err(failed(why)),
+            Stage::Failed(why) => return Err(failed(self.shard, why)),
             Stage::Cut { until } | Stage::Applied { until } => Some(*until),
             Stage::Scanning | Stage::Scanned => None,
         };
         if !self.one_pass {
             return Ok(match (&feed.plan, &feed.stage) {
-                (Some(p), Stage::Applied { .. }) => Step::ReadLog(
-                    p.sources(self.shard)
-                        .iter()
-                        .map(|s| (s.shard, s.from, s.until))
-                        .collect(),
-                ),
+                (Some(p), Stage::Applied { .. }) => Step::ReadLog(p.ranges(self.shard)),
                 _ => Step::Wait { progress: false },
             });
         }
@@ -671,6 +658,12 @@ impl<S: Storage> Drop for Replay<S> {
     }
 }
 
-fn failed(why: &str) -> Error {
-    Error::Config(format!("the start failed while replaying: {why}"))
+/// The replay's error when the start failed: the shard, and the start's
+/// own error.
+fn failed(shard: ShardId, why: &str) -> Error {
+    Error::ShardFailed {
+        shard,
+        what: "the start it was replaying for".into(),
+        cause: why.into(),
+    }
 }

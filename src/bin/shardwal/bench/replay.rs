@@ -22,7 +22,7 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -132,7 +132,7 @@ struct Run {
 type Tally = (u64, u64, Option<u64>, shardwal::ReplayCounts);
 
 fn one_pass(dir: &Path) -> Result<Run, Fail> {
-    let (tx, rx) = mpsc::channel::<Tally>();
+    let (tx, rx) = mpsc::channel::<shardwal::Result<Tally>>();
     let rss_base = reset_peak_rss();
     let t0 = Instant::now();
     let base = t0;
@@ -143,26 +143,34 @@ fn one_pass(dir: &Path) -> Result<Run, Fail> {
             let tx = tx.clone();
             async move {
                 let (mut n, mut bytes, mut first) = (0u64, 0u64, None);
-                while let Some(rec) = r.next().await? {
-                    if first.is_none() {
-                        first = Some(base.elapsed().as_nanos() as u64);
+                let ended = loop {
+                    match r.next().await {
+                        Ok(Some(rec)) => {
+                            if first.is_none() {
+                                first = Some(base.elapsed().as_nanos() as u64);
+                            }
+                            if rec.kind == RecordKind::Data {
+                                n += 1;
+                                bytes += rec.payload.len() as u64;
+                            }
+                        }
+                        Ok(None) => break Ok((n, bytes, first, r.counts())),
+                        Err(e) => break Err(e),
                     }
-                    if rec.kind == RecordKind::Data {
-                        n += 1;
-                        bytes += rec.payload.len() as u64;
-                    }
-                }
-                let _ = tx.send((n, bytes, first, r.counts()));
+                };
+                // The driver hears of a failure too, instead of waiting.
+                let _ = tx.send(ended);
                 Ok(())
             }
         },
         |_ctx, ()| async { Ok(()) },
     )
     .map_err(lib)?;
-    let tallies: Vec<Tally> = (0..2).filter_map(|_| rx.recv().ok()).collect();
+    let tallies = tallies_of(&rx);
     let took = t0.elapsed();
     let rss = peak_rss_above(rss_base);
     rt.shutdown().map_err(lib)?;
+    let tallies = tallies?;
     let c = tallies.iter().fold((0, 0, 0), |a, t| {
         (
             a.0 + t.3.from_scan,
@@ -200,34 +208,22 @@ async fn replay_after_start(ctx: Rc<ShardContext<DmaStorage>>) -> shardwal::Resu
 }
 
 fn two_pass(dir: &Path) -> Result<Run, Fail> {
-    let (tx, rx) = mpsc::channel::<(u64, u64)>();
-    let gone = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<shardwal::Result<(u64, u64)>>();
     let rss_base = reset_peak_rss();
     let t0 = Instant::now();
-    let g = gone.clone();
     let rt = Runtime::start(dir, runtime_config(), move |ctx| {
         let tx = tx.clone();
-        let g = g.clone();
         async move {
-            let t = replay_after_start(ctx).await;
-            if t.is_err() {
-                g.store(true, Ordering::Release);
-            }
-            let _ = tx.send(t?);
+            let _ = tx.send(replay_after_start(ctx).await);
             Ok(())
         }
     })
     .map_err(lib)?;
-    let tallies: Vec<(u64, u64)> = (0..2).filter_map(|_| rx.recv().ok()).collect();
+    let tallies = tallies_of(&rx);
     let took = t0.elapsed();
     let rss = peak_rss_above(rss_base);
     rt.shutdown().map_err(lib)?;
-    if gone.load(Ordering::Acquire) {
-        return Err(Fail::new(
-            crate::EXIT_ERROR,
-            "a replay after the start failed",
-        ));
-    }
+    let tallies = tallies?;
     Ok(Run {
         took,
         records: tallies.iter().map(|t| t.0).sum(),
@@ -235,6 +231,19 @@ fn two_pass(dir: &Path) -> Result<Run, Fail> {
         first: None,
         rss,
     })
+}
+
+/// Both engines' results (the first failure, if one failed).
+fn tallies_of<T>(rx: &mpsc::Receiver<shardwal::Result<T>>) -> Result<Vec<T>, Fail> {
+    (0..2)
+        .map(|_| match rx.recv() {
+            Ok(r) => r.map_err(lib),
+            Err(_) => Err(Fail::new(
+                crate::EXIT_ERROR,
+                "an engine stopped before replaying",
+            )),
+        })
+        .collect()
 }
 
 fn segment_files(dir: &Path) -> Result<Vec<PathBuf>, Fail> {
