@@ -356,13 +356,21 @@ pub(super) fn run(s: &Scratch, mib: u64) -> Result<Report, Fail> {
     Ok(r)
 }
 
-/// Write one shard of `bytes` bytes with `segment_size` segments.
-fn write_shard(ex: &LocalExecutor, dir: &Path, segment_size: u64, bytes: u64) -> Result<(), Fail> {
-    let cfg = ShardConfig {
+/// The `segments` workload's shard: `segment_size` segments, no spare
+/// segment prepared (so both layouts hold the same bytes), and a record
+/// bound that fits a 1 MiB segment (the default one does not).
+fn segments_config(segment_size: u64) -> ShardConfig {
+    ShardConfig {
         segment_size,
         prepare: SegmentPrepare::Create,
+        max_record_size: 64 << 10,
         ..ShardConfig::default()
-    };
+    }
+}
+
+/// Write one shard of `bytes` bytes with `segment_size` segments.
+fn write_shard(ex: &LocalExecutor, dir: &Path, segment_size: u64, bytes: u64) -> Result<(), Fail> {
+    let cfg = segments_config(segment_size);
     let p = payload(RECORD);
     let n = bytes / shardwal::format::frame::frame_len(RECORD) as u64;
     ex.run(async {
@@ -376,11 +384,7 @@ fn write_shard(ex: &LocalExecutor, dir: &Path, segment_size: u64, bytes: u64) ->
 }
 
 fn reopen(ex: &LocalExecutor, dir: &Path, segment_size: u64) -> Result<Run, Fail> {
-    let cfg = ShardConfig {
-        segment_size,
-        prepare: SegmentPrepare::Create,
-        ..ShardConfig::default()
-    };
+    let cfg = segments_config(segment_size);
     let t0 = Instant::now();
     let (n, bytes) = ex
         .run(async {
