@@ -28,7 +28,8 @@ pub enum SegmentPrepare {
     #[default]
     ZeroFill,
     /// Reserve the blocks with fallocate (unwritten extents: the first write
-    /// to each needs a metadata update in the next fdatasync).
+    /// to each needs a metadata update in the next fdatasync), set the
+    /// file's length to the segment size, and fsync it.
     Fallocate,
     /// Create the file and nothing else.
     Create,

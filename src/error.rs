@@ -278,6 +278,21 @@ pub enum CorruptionCause {
     /// since a crash leaves a header blank or whole.
     #[error("damaged segment header: {0} (a crash leaves a header blank or whole)")]
     DamagedSegmentHeader(HeaderFault),
+    /// A segment flagged `SIZED` (its length was set to its size and made
+    /// durable before its first write) whose file is shorter than that
+    /// size: no crash shortens such a file, so bytes were lost after they
+    /// were written (the file was truncated). The error's offset is the
+    /// first frame that is not wholly in the file.
+    #[error(
+        "segment file is {len} bytes, shorter than its size {size}: truncated \
+         (its length was durable before its first write; a crash does not shorten it)"
+    )]
+    SegmentTruncated {
+        /// The file's length.
+        len: u64,
+        /// The segment size its header names.
+        size: u64,
+    },
     /// The log ends before the replay position of the checkpoint recovery
     /// uses (or starts after it): records that were durable before the
     /// manifest was written are missing.

@@ -3,6 +3,10 @@
 //! it; `recover --dry-run` predicts what recovery does (the torn bytes, the
 //! unsealed epoch cut on every shard) without changing anything; `recover`
 //! does exactly that, after which `verify` finds no torn tail.
+//!
+//! The log's segments grow as they are written (`SegmentPrepare::Create`),
+//! so a short file is what a crash leaves. (A segment prepared to its size
+//! and cut short is corruption: `tests/truncated_segment.rs`.)
 
 mod cli_common;
 
@@ -15,7 +19,7 @@ fn a_tail_cut_mid_record_is_a_torn_tail_that_recover_truncates() {
     let dir = tmp.path().join("log");
     // The shutdown's final epoch goes to the engines, which log their
     // epoch's records in it: the last data records are in that epoch.
-    let sealed = generate(&dir);
+    let sealed = generate_with(&dir, shardwal::SegmentPrepare::Create);
     let fr0 = frames(&dir, 0);
     let fr1 = frames(&dir, 1);
 

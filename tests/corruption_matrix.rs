@@ -969,18 +969,20 @@ fn snapshot_data_len(p: &Pristine, file: &Path) -> usize {
 /// Known gaps: a loss in one of these is reported as such and fails the
 /// test only with `SHARDWAL_CORRUPTION_STRICT=1`. Each is damage to records
 /// that nothing later in the shard's log vouches for (no surviving frame
-/// carries a `durable_next` past them), so recovery's table of cases
-/// (docs/FORMAT.md §10) cuts them as a torn tail, the shard loses its last
-/// barriers, and the sealed epoch goes back:
+/// carries a `durable_next` past them, and no later segment header starts
+/// past them), so recovery's table of cases (docs/FORMAT.md §10) cuts them
+/// as a torn tail, the shard loses its last barriers, and the sealed epoch
+/// goes back:
 ///
 /// - `inherent`: the damage looks exactly like a torn write (a zeroed
 ///   sector, or a blank header, in bytes that nothing vouches for; the two
-///   frame windows FORMAT.md §10 lists under row 1a). No rule over these
-///   bytes alone can tell it from a crash.
-/// - `no length check`: the file was truncated. A `ZEROED` segment's
-///   length is durable (zero-filled to its size and fdatasynced before its
-///   first write), so a shorter one cannot come from a crash; recovery does
-///   not check it.
+///   frame windows FORMAT.md §10 lists under row 1a; a segment truncated to
+///   nothing, which is what a crash right after the file's creation
+///   leaves). No rule over these bytes alone can tell it from a crash.
+///
+/// A truncation to any other length is no longer a gap: a `SIZED` segment
+/// shorter than its size, and a header cut inside its 84 bytes, are
+/// refused (FORMAT.md §10, rows 1b and 3), so a loss there fails the test.
 fn known_gap(p: &Pristine, t: &Trial, first: usize) -> Option<&'static str> {
     let seg = p
         .segs
@@ -1018,11 +1020,20 @@ fn known_gap(p: &Pristine, t: &Trial, first: usize) -> Option<&'static str> {
             f.seq > first_lost && (s.rel != seg.rel || t.mutation != Mutation::Truncate)
         })
         .any(|(_, f)| f.durable_next > first_lost);
-    if vouched {
+    // Nor can the next segment's header, which the writer writes only
+    // after this segment is synced.
+    let index = |s: &SegInfo| parse_segment_name(s.rel.file_name()?.to_str()?);
+    let header_vouched = p
+        .segs
+        .iter()
+        .filter(|s| s.shard == seg.shard && index(s) == index(seg).map(|i| i + 1))
+        .filter_map(|s| s.header.as_ref())
+        .any(|h| h.first_seq.0 > first_lost);
+    if vouched || header_vouched {
         return None;
     }
     match t.mutation {
-        Mutation::Truncate => Some("no length check"),
+        Mutation::Truncate => (t.at == 0).then_some("inherent"),
         Mutation::ZeroSector => Some("inherent"),
         Mutation::FlipBit => {
             let f = lost[0];
@@ -1042,14 +1053,15 @@ fn known_gap(p: &Pristine, t: &Trial, first: usize) -> Option<&'static str> {
 
 fn classify(p: &Pristine, acked: &Acked, t: &Trial, dir: &Path, first: usize) -> Class {
     let seg = p.segs.iter().find(|s| s.rel == t.file);
-    // A truncation that keeps the whole header loses frames from the
-    // records' start on.
+    // A truncation that keeps the whole header is reported at the first
+    // frame whose header or payload it cuts (one whose padding alone is cut
+    // is whole), or at the end of the frames if it cuts none.
     let want_offset = seg.map_or(0, |s| {
-        if t.mutation == Mutation::Truncate
-            && s.header.is_some()
-            && (HEADER_USED..RECORDS_START).contains(&first)
-        {
-            RECORDS_START as u64
+        if t.mutation == Mutation::Truncate && s.header.is_some() && first >= HEADER_USED {
+            s.frames
+                .iter()
+                .find(|f| f.pos + f.used > first)
+                .map_or(s.end(), |f| f.pos) as u64
         } else {
             s.owner(first)
         }

@@ -187,6 +187,9 @@ fn header(first_seq: u64, segment_size: u64) -> SegmentHeader {
         nonce: 0x0dd_ba11,
         segment_size,
         zeroed: true,
+        // The segments built here hold only their frames, not a whole
+        // prepared file: not `SIZED`, or recovery refuses them as cut.
+        sized: false,
     }
 }
 

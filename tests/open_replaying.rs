@@ -4,16 +4,19 @@
 //! log torn at many offsets of its last segment (nothing of a torn tail is
 //! ever handed over); mid-log corruption fails the open as it does without
 //! replay; an error from the callback stops the scan and is returned; the
-//! writer then continues at the next seq. Both backends.
+//! writer then continues at the next seq. Both backends. The segments grow
+//! as they are written (`SegmentPrepare::Create`), so a truncated file is a
+//! crash's shape (a `SIZED` one cut short is corruption).
 
 mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Owned, copy_dir, payload_between, read_all, run, segment_paths};
+use common::{Owned, copy_dir, data_segments, payload_between, read_all, run, segment_paths};
 use shardwal::rng::SplitMix;
 use shardwal::{
-    DmaStorage, Error, FsyncPolicy, Seq, ShardConfig, ShardId, ShardLog, StdStorage, Storage,
+    DmaStorage, Error, FsyncPolicy, SegmentPrepare, Seq, ShardConfig, ShardId, ShardLog,
+    StdStorage, Storage,
 };
 
 const TAG: u64 = 0x0e9a;
@@ -25,6 +28,7 @@ fn config() -> ShardConfig {
         buffer_size: 4 << 10,
         max_record_size: 2048,
         fsync: FsyncPolicy::Never,
+        prepare: SegmentPrepare::Create,
         ..ShardConfig::default()
     }
 }
@@ -114,9 +118,13 @@ async fn agrees_with_reader<S: Storage>(storage: S, root: PathBuf) {
     let again = read_all(storage.clone(), &d, SHARD, 0).await;
     same(&again[..seen.len()], &seen, "clean");
 
-    // Torn at random offsets of the last segment: what is handed over is
-    // what the log keeps, and the writer continues right after it.
-    let last = segs.last().expect("segments").clone();
+    // Torn at random offsets of the last segment with records (not a blank
+    // prepared one after it): what is handed over is what the log keeps,
+    // and the writer continues right after it.
+    let last = data_segments(&orig, SHARD)
+        .last()
+        .expect("segments")
+        .clone();
     let len = std::fs::metadata(&last).expect("stat").len();
     let mut rng = SplitMix(0x7e11);
     for t in 0..12 {

@@ -70,12 +70,15 @@ fn expect_refused(dir: &Path, what: &str) {
     match Runtime::start(dir, runtime_config(2, small_shard()), |_| async { Ok(()) }) {
         Err(e @ Error::ShardFailed { .. }) | Err(e @ Error::Corruption { .. }) => {
             let s = e.to_string();
-            // Either the manifest proves the log was longer, or (a frame
-            // that landed whole in a zeroed segment, FORMAT.md §10 row 1a)
-            // the damage is caught at the frame itself.
+            // Either the manifest proves the log was longer, or the damage
+            // is caught at the frame itself (a frame that landed whole in a
+            // zeroed segment, FORMAT.md §10 row 1a) or at the file (a
+            // segment prepared to its size and cut short, row 1b).
             assert!(
                 s.contains("shard 0")
-                    && (s.contains("checkpoint") || s.contains("damaged, not torn")),
+                    && (s.contains("checkpoint")
+                        || s.contains("damaged, not torn")
+                        || s.contains("truncated")),
                 "{what}: the error names the shard and the checkpoint or the damaged frame: {s}"
             );
         }

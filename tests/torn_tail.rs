@@ -13,6 +13,15 @@
 //! leaves (sectors land whole), and in a segment zeroed before use it is
 //! reported as corruption (docs/FORMAT.md §5), like a partly zeroed header.
 //! Both the std backend and the Direct I/O backend are exercised.
+//!
+//! Truncation is a crash's shape only for a segment whose length grows as
+//! it is written (`SegmentPrepare::Create`): those scenarios write the log
+//! that way. A segment prepared to its size (the default zero fill, flagged
+//! `SIZED`) had its length made durable before its first write, so a
+//! shorter file is damage, and recovery refuses it at the first frame that
+//! is not wholly in the file (`CorruptionCause::SegmentTruncated`). Either
+//! way, a header cut to fewer than its 84 bytes (but not to nothing) is
+//! damage: every write is block-aligned, so no crash leaves a partial one.
 
 mod common;
 
@@ -21,11 +30,11 @@ use std::path::{Path, PathBuf};
 use common::{
     FramePos, check_records, copy_dir, frames_in, payload_between, read_all, run, within,
 };
-use shardwal::format::segment_header::HEADER_USED;
+use shardwal::format::segment_header::{HEADER_USED, SegmentHeader};
 use shardwal::segment::shard_dir;
 use shardwal::{
-    DmaStorage, Error, FsyncPolicy, RecordKind, Seq, ShardConfig, ShardId, ShardLog, StdStorage,
-    Storage,
+    DmaStorage, Error, FsyncPolicy, RecordKind, SegmentPrepare, Seq, ShardConfig, ShardId,
+    ShardLog, StdStorage, Storage, error::CorruptionCause,
 };
 
 const TAG: u64 = 0x70e2;
@@ -70,9 +79,19 @@ fn config(layout: Layout) -> ShardConfig {
     }
 }
 
-/// Write the original log into `dir` and close it.
-async fn write_original<S: Storage>(storage: S, dir: &Path, layout: Layout) {
-    let log = ShardLog::open(storage, dir, SHARD, config(layout))
+/// Write the original log into `dir`, its segments prepared with
+/// `prepare`, and close it.
+async fn write_original<S: Storage>(
+    storage: S,
+    dir: &Path,
+    layout: Layout,
+    prepare: SegmentPrepare,
+) {
+    let cfg = ShardConfig {
+        prepare,
+        ..config(layout)
+    };
+    let log = ShardLog::open(storage, dir, SHARD, cfg)
         .await
         .expect("open");
     let mut seq = 0;
@@ -109,10 +128,12 @@ struct Expected {
 
 /// What recovery must find after a cut at `at` in the last segment, whose
 /// original bytes are `bytes`; `Err((path, offset))` when it must refuse
-/// the log as corrupt there: a partly zeroed header (offset 0), or a frame
-/// zeroed from inside one of its sectors on, so that every sector it spans
-/// still holds some of its bytes (a shape no crash leaves: a write lands or
-/// not per sector), in a segment that was zeroed before use.
+/// the log as corrupt there: a partly zeroed header, or one cut to fewer
+/// than its 84 bytes (offset 0), a frame zeroed from inside one of its
+/// sectors on, so that every sector it spans still holds some of its bytes
+/// (a shape no crash leaves: a write lands or not per sector), in a
+/// segment that was zeroed before use, or any truncation of a `SIZED`
+/// segment (at the first frame not wholly kept, or the end of the frames).
 fn expected(
     last: &Path,
     bytes: &[u8],
@@ -129,11 +150,12 @@ fn expected(
         Cut::ZeroRest => at < to && bytes[at.max(from)..to].iter().any(|&b| b != 0),
     };
     if changed(0, HEADER_USED) {
-        if cut == Cut::ZeroRest && at > 0 {
-            // All of the header is there but part of it is zeroed: that is
-            // damage, not a crash (a header sits in one sector, and a crash
-            // leaves a sector old or new), so recovery refuses it rather
-            // than drop the records behind it.
+        if at > 0 {
+            // All of the header is there but part of it is zeroed, or the
+            // file ends inside it: that is damage, not a crash (a header
+            // sits in one sector, a crash leaves a sector old or new, and
+            // no write is shorter than a block), so recovery refuses it
+            // rather than drop the records behind it.
             return Err((last.to_path_buf(), 0));
         }
         // The header is cut: the whole segment goes.
@@ -149,6 +171,12 @@ fn expected(
         .iter()
         .take_while(|f| !changed(f.pos, f.pos + f.used))
         .count();
+    let sized = SegmentHeader::decode(bytes).is_ok_and(|h| h.sized);
+    if cut == Cut::Truncate && sized {
+        let end = frames.last().map_or(HEADER_USED, |f| f.pos + f.len);
+        let stop = frames.get(kept).map_or(end, |f| f.pos);
+        return Err((last.to_path_buf(), stop as u64));
+    }
     if let Some(f) = frames.get(kept)
         && cut == Cut::ZeroRest
         && common::segment_zeroed(bytes)
@@ -210,8 +238,14 @@ fn session_after_cut<S: Storage + Send + Copy>(
         let log = match opened {
             Ok(log) => log,
             Err(Error::Corruption {
-                segment, offset, ..
+                segment,
+                offset,
+                cause,
+                ..
             }) => {
+                if let CorruptionCause::SegmentTruncated { len, .. } = cause {
+                    assert_eq!(len, at as u64, "cut at {at}: the length reported");
+                }
                 return Found {
                     opened: Err((segment, offset)),
                 };
@@ -298,6 +332,7 @@ fn cut_and_recover<S: Storage + Send + Copy>(
     let total = before + frames.len() as u64;
     let offsets = offsets(&frames);
     assert!(offsets.len() > 100, "{} cut offsets", offsets.len());
+    let sized = SegmentHeader::decode(&bytes).is_ok_and(|h| h.sized);
     let mut torn_seen = 0;
     let mut damaged_headers = 0;
     let mut damaged_frames = 0;
@@ -389,16 +424,26 @@ fn cut_and_recover<S: Storage + Send + Copy>(
             damaged_frames > 10,
             "zeroing from inside a sector damages ({torn_seen} torn, {damaged_frames} damaged)"
         );
+    } else if sized {
+        assert_eq!(
+            damaged_frames,
+            offsets.iter().filter(|&&at| at >= HEADER_USED).count(),
+            "every cut of a SIZED segment is refused"
+        );
     } else {
         assert_eq!(damaged_frames, 0, "a short file is a tear");
     }
-    if cut == Cut::ZeroRest && layout == Layout::FreshSegment {
-        assert!(
+    match (cut, layout) {
+        (Cut::ZeroRest, Layout::FreshSegment) => assert!(
             damaged_headers > 40,
             "only {damaged_headers} partly zeroed headers were refused"
-        );
-    } else {
-        assert_eq!(damaged_headers, 0);
+        ),
+        (Cut::Truncate, Layout::FreshSegment) => assert_eq!(
+            damaged_headers,
+            HEADER_USED - 1,
+            "every header cut to 1..84 bytes is refused"
+        ),
+        _ => assert_eq!(damaged_headers, 0),
     }
 }
 
@@ -426,6 +471,7 @@ fn scenario<S: Storage + Send + Copy>(
     storage: S,
     layout: Layout,
     cut: Cut,
+    prepare: SegmentPrepare,
     offsets: fn(&[FramePos]) -> Vec<usize>,
 ) {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -433,7 +479,7 @@ fn scenario<S: Storage + Send + Copy>(
     let original = base.join("original");
     let dir = original.clone();
     run(name, move || async move {
-        write_original(storage, &dir, layout).await;
+        write_original(storage, &dir, layout, prepare).await;
     });
     let segs = common::data_segments(&original, SHARD);
     match layout {
@@ -449,6 +495,19 @@ fn truncating_the_tail_at_every_byte_keeps_exactly_the_whole_records() {
         StdStorage,
         Layout::OneSegment,
         Cut::Truncate,
+        SegmentPrepare::Create,
+        last_records,
+    );
+}
+
+#[test]
+fn truncating_a_segment_prepared_to_its_size_is_refused_at_every_byte_direct_io() {
+    scenario(
+        "sized-truncate-dma",
+        DmaStorage,
+        Layout::OneSegment,
+        Cut::Truncate,
+        SegmentPrepare::ZeroFill,
         last_records,
     );
 }
@@ -460,6 +519,7 @@ fn zeroing_the_tail_from_every_byte_keeps_exactly_the_whole_records_direct_io() 
         DmaStorage,
         Layout::OneSegment,
         Cut::ZeroRest,
+        SegmentPrepare::ZeroFill,
         last_records,
     );
 }
@@ -471,6 +531,7 @@ fn a_torn_header_of_a_freshly_rolled_segment_drops_only_that_segment() {
         StdStorage,
         Layout::FreshSegment,
         Cut::Truncate,
+        SegmentPrepare::Create,
         whole_fresh_segment,
     );
 }
@@ -482,6 +543,7 @@ fn a_zeroed_freshly_rolled_segment_is_a_torn_tail_direct_io() {
         DmaStorage,
         Layout::FreshSegment,
         Cut::ZeroRest,
+        SegmentPrepare::ZeroFill,
         whole_fresh_segment,
     );
 }

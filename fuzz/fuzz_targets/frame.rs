@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
         nonce: u64::from(src.u16()),
         segment_size: 1 << 20,
         zeroed: false,
+        sized: false,
     };
     let seed = header.seed();
     let max_payload = match src.below(4) {

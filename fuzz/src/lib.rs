@@ -216,6 +216,7 @@ pub fn segment_header(
         nonce: u64::from(src.u8()),
         segment_size: [8 << 10, 16 << 10, 64 << 10, 1 << 20][src.below(4) as usize],
         zeroed: src.bool(),
+        sized: src.bool(),
     };
     // Sometimes, any field may be off.
     let off = src.u8();

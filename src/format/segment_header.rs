@@ -4,8 +4,9 @@
 //! offset size field
 //!      0    8 magic "SHRDSEG1"
 //!      8    4 format version (u32 LE)
-//!     12    4 flags: bit 0 `ZEROED` (see [`SegmentHeader::zeroed`]); the
-//!             other bits must be 0
+//!     12    4 flags: bit 0 `ZEROED` (see [`SegmentHeader::zeroed`]), bit 1
+//!             `SIZED` (see [`SegmentHeader::sized`]); the other bits
+//!             must be 0
 //!     16   16 log id
 //!     32    4 shard id (u32 LE)
 //!     36    4 reserved (must be 0)
@@ -57,10 +58,17 @@ pub struct SegmentHeader {
     /// holds some of its bytes was written whole: if it fails its checks,
     /// the bytes were damaged after they landed (docs/FORMAT.md §5).
     pub zeroed: bool,
+    /// Flag `SIZED`: the file's length was set to `segment_size` and made
+    /// durable (fdatasync) before the segment's first write, so no crash
+    /// can leave the file shorter than that. Recovery refuses a `SIZED`
+    /// segment that is shorter (`CorruptionCause::SegmentTruncated`).
+    pub sized: bool,
 }
 
 /// Header flag bit: [`SegmentHeader::zeroed`].
 const FLAG_ZEROED: u32 = 1;
+/// Header flag bit: [`SegmentHeader::sized`].
+const FLAG_SIZED: u32 = 2;
 
 /// Why a header block was not accepted: blank, or not. This split is the
 /// whole of it (callers match on both arms); what can go wrong with a
@@ -127,7 +135,8 @@ impl SegmentHeader {
         b.fill(0);
         b[..8].copy_from_slice(MAGIC);
         b[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-        let flags = if self.zeroed { FLAG_ZEROED } else { 0 };
+        let flags =
+            if self.zeroed { FLAG_ZEROED } else { 0 } | if self.sized { FLAG_SIZED } else { 0 };
         b[12..16].copy_from_slice(&flags.to_le_bytes());
         b[16..32].copy_from_slice(&self.log_id);
         b[32..36].copy_from_slice(&self.shard.0.to_le_bytes());
@@ -165,7 +174,7 @@ impl SegmentHeader {
             return Err(HeaderError::Invalid(HeaderFault::Version(version)));
         }
         let flags = u32_at(b, 12);
-        if flags & !FLAG_ZEROED != 0 || u32_at(b, 36) != 0 {
+        if flags & !(FLAG_ZEROED | FLAG_SIZED) != 0 || u32_at(b, 36) != 0 {
             return Err(HeaderError::Invalid(HeaderFault::ReservedBits));
         }
         let segment_size = u64_at(b, 72);
@@ -185,6 +194,7 @@ impl SegmentHeader {
             nonce: u64_at(b, 64),
             segment_size,
             zeroed: flags & FLAG_ZEROED != 0,
+            sized: flags & FLAG_SIZED != 0,
         })
     }
 }
@@ -203,6 +213,7 @@ mod tests {
             nonce: 0xdead_beef,
             segment_size: 1 << 20,
             zeroed: true,
+            sized: true,
         }
     }
 
@@ -211,6 +222,31 @@ mod tests {
         let mut b = vec![0xffu8; BLOCK];
         sample().encode_into(&mut b);
         assert_eq!(SegmentHeader::decode(&b), Ok(sample()));
+    }
+
+    #[test]
+    fn each_flag_round_trips_on_its_own_bit() {
+        for (zeroed, sized, bits) in [(false, false, 0), (true, false, 1), (false, true, 2)] {
+            let h = SegmentHeader {
+                zeroed,
+                sized,
+                ..sample()
+            };
+            let mut b = vec![0u8; BLOCK];
+            h.encode_into(&mut b);
+            assert_eq!(u32_at(&b, 12), bits);
+            assert_eq!(SegmentHeader::decode(&b), Ok(h));
+        }
+        // A flag this version does not know is refused.
+        let mut b = vec![0u8; BLOCK];
+        sample().encode_into(&mut b);
+        b[12] |= 4;
+        let crc = crc32c::crc32c(&b[..80]);
+        b[80..84].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            SegmentHeader::decode(&b),
+            Err(HeaderError::Invalid(HeaderFault::ReservedBits))
+        );
     }
 
     #[test]

@@ -429,6 +429,10 @@ impl<S: Storage> Window for ChunkStream<S> {
         Ok(self.buf.as_deref().map_or(&[], |b| &b[at..self.hi]))
     }
 
+    fn file_len(&self) -> u64 {
+        self.cur_len
+    }
+
     async fn finish(&mut self) -> Result<u64> {
         while let Some((_, chunk, _)) = self.next_chunk().await? {
             self.recycle(chunk);

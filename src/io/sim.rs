@@ -803,7 +803,10 @@ impl StorageFile for SimFile {
         for (pos, bytes) in d.unsynced.drain(..) {
             apply(&mut d.durable, pos, &bytes);
         }
-        d.durable.truncate(d.live.len());
+        // The file's length is durable too (fdatasync flushes the metadata
+        // needed to read the data back): shortened or extended by `set_len`
+        // (the extension reads as zero).
+        d.durable.resize(d.live.len(), 0);
         Ok(())
     }
 

@@ -46,6 +46,11 @@ pub trait Window {
     /// window that reads ahead has those bytes in hand already: the next
     /// segment's header is read with its data, not on its own.
     async fn next_head(&mut self) -> Result<Option<&[u8]>, Self::Error>;
+
+    /// The length of the file, as far as the window knows it: its size
+    /// when it was opened, or less where a read found it shorter. Exact
+    /// once [`Window::finish`] returned.
+    fn file_len(&self) -> u64;
 }
 
 /// A file already in memory.
@@ -80,6 +85,10 @@ impl Window for SliceWindow<'_> {
 
     async fn next_head(&mut self) -> Result<Option<&[u8]>, Infallible> {
         Ok(self.next.map(|n| &n[..n.len().min(crate::format::BLOCK)]))
+    }
+
+    fn file_len(&self) -> u64 {
+        self.bytes.len() as u64
     }
 }
 

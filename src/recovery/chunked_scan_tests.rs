@@ -44,6 +44,7 @@ fn segments(rng: &mut SplitMix) -> Vec<Vec<u8>> {
             nonce: rng.next_u64(),
             segment_size: SEG as u64,
             zeroed: false,
+            sized: false,
         };
         let mut b = vec![0u8; SEG];
         h.encode_into(&mut b);

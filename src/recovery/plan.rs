@@ -588,6 +588,7 @@ mod tests {
             nonce: 1,
             segment_size: 1 << 20,
             zeroed: false,
+            sized: false,
         };
         let mut summary = ScanSummary::new(Seq(from.unwrap_or(0)));
         let mut pos = RECORDS_START;

@@ -16,20 +16,25 @@
 //! | any stop                                  | a valid header of another log id at or after the stop | **refused**: `ForeignLogId` at (that segment, 0), even with repair; nothing removed |
 //! | zeros / bad frame / bad or blank header   | a later valid frame has durable-next > E | **corruption** at (i, p) |
 //! | bad frame that landed whole, in a `ZEROED` segment | —                            | **corruption** at (i, p) (row 1a) |
+//! | segment i is `SIZED` and shorter than its size | —                                  | **corruption** at (i, p) (row 1b) |
 //! | any stop                                  | a damaged header at or after the stop   | **corruption** at (that segment, 0) |
+//! | any stop                                  | a later `SIZED` segment cut short       | **corruption** at (that segment, its length) |
 //! | zeros / bad frame / bad or blank header   | nothing vouches for `E`                 | torn tail: cut at (i, p) |
 //!
 //! "Vouches": every frame records the writer's durable watermark at the time
 //! it was built. If a later frame says `E` was already durable, the bytes at
 //! `(i, p)` were once durable and are now damaged: that is corruption, never
-//! a torn tail. Otherwise the damage lies in bytes that were never
+//! a torn tail. The next segment's (index + 1) valid header vouches for
+//! every seq below its first seq: the writer fdatasyncs a segment before it
+//! issues the write that holds the next segment's header. Otherwise the damage lies in bytes that were never
 //! acknowledged (writes that were in flight, possibly completed out of order,
 //! when the process or machine died), and cutting them loses nothing that was
 //! reported durable.
 //!
-//! "Damaged header": a segment header whose bytes are all present and not
-//! all zero, but which fails its own checks (magic, CRC, version, reserved
-//! bits, size). The header lies in the segment's first sector and is written
+//! "Damaged header": a segment header that is not all zero but fails its
+//! own checks (magic, CRC, version, reserved bits, size), or is cut short
+//! by the end of the file: every write is block-aligned, so a crash leaves
+//! a segment file empty or at least a sector long, never a partial header. The header lies in the segment's first sector and is written
 //! once, in one write, over zeros; sectors are written atomically (see
 //! `docs/FORMAT.md`), so a crash leaves a header blank or whole, never
 //! damaged. A damaged header is media damage, and since the records behind
@@ -37,6 +42,14 @@
 //! segment as a torn tail could silently lose acknowledged records: recovery
 //! refuses instead. A well-formed header of another shard is not damage:
 //! it is stale, and handled like any bytes past the tail.
+//!
+//! "Cut short" (`SIZED`): a segment whose header says its length was made
+//! durable before its first write (zero fill or fallocate, then fdatasync)
+//! and whose file is shorter than its size lost bytes after they were
+//! written; nothing shortens a segment file, and a crash during the
+//! preparation leaves the header blank. It is refused at the first frame
+//! that is not wholly in the file, whatever vouches for it: the records
+//! cut may be the last acknowledged ones, which nothing later vouches for.
 //!
 //! "Another log id": a segment header that passes every check of its own
 //! (magic, CRC, version, ...) but names a log id other than `LOG_ID`'s.
@@ -54,9 +67,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::CorruptionCause;
 use crate::format::frame::{Decoded, FRAME_HEADER, FrameFault};
-use crate::format::segment_header::{
-    HEADER_USED, HeaderError, HeaderFault, RECORDS_START, SegmentHeader,
-};
+use crate::format::segment_header::{HeaderError, HeaderFault, RECORDS_START, SegmentHeader};
 use crate::format::{BLOCK, FRAME_ALIGN, align_up, frame::RecordKind};
 use crate::ids::{Epoch, Seq, ShardId};
 use crate::io::window::{SegmentFrames, SliceWindow, Window, first_nonzero, ready};
@@ -199,6 +210,8 @@ async fn head_of<W: Window>(win: &mut W) -> Result<&[u8], W::Error> {
 /// Where and why the scan stopped before the end of the files.
 #[derive(Debug, Clone)]
 pub struct Stop {
+    /// The index of the segment the stop is in.
+    index: u64,
     path: PathBuf,
     offset: usize,
     cause: CorruptionCause,
@@ -210,6 +223,9 @@ pub struct Stop {
     later_nonzero: bool,
     /// The first segment at or after the stop whose header is damaged.
     damaged_header: Option<(PathBuf, HeaderFault)>,
+    /// The first segment after the stop that is `SIZED` but shorter than
+    /// its size: (path, file length, segment size).
+    truncated: Option<(PathBuf, u64, u64)>,
     /// The first segment at or after the stop whose valid header names
     /// another log id (a [`CorruptionCause::ForeignLogId`]).
     foreign: Option<(PathBuf, CorruptionCause)>,
@@ -226,16 +242,44 @@ fn foreign_log(header: &Result<SegmentHeader, CorruptionCause>) -> Option<Corrup
 }
 
 /// Why the header `head` (a segment's first block) is damaged (see the
-/// module docs), if it is.
+/// module docs), if it is. A header cut short by the end of the file
+/// (fewer than its 84 bytes, not all zero) is damaged too: every write
+/// is block-aligned, so a crash leaves a segment file empty, or at least
+/// one sector long (`docs/FORMAT.md` §12), never a partial header.
 fn damaged_header(head: &[u8]) -> Option<HeaderFault> {
-    if head.len() < HEADER_USED {
-        // A file cut short: treated like any other cut.
-        return None;
-    }
     match SegmentHeader::decode(head) {
         Err(HeaderError::Invalid(fault)) => Some(fault),
         Ok(_) | Err(HeaderError::Blank) => None,
     }
+}
+
+/// What the valid header `h` of ours, in the file of segment `index`,
+/// vouches for when the segment before it in the scan is `prev`: every seq
+/// below its first seq if `index` is `prev + 1`, since the writer
+/// fdatasyncs a segment before it issues the first write (the one holding
+/// the header) to the next. Only the direct successor counts: a segment
+/// further on may have outlived the removal of the ones between (recovery
+/// removes the segments after a cut last first, and a crash may keep any
+/// of those removals that its directory fsync did not yet make durable).
+fn next_vouch(prev: Option<u64>, index: u64, h: &SegmentHeader) -> Seq {
+    if prev.and_then(|p| p.checked_add(1)) == Some(index) {
+        h.first_seq
+    } else {
+        Seq(0)
+    }
+}
+
+/// [`CorruptionCause::SegmentTruncated`] if the segment with header `h`,
+/// whose file is `len` bytes long, is `SIZED` and shorter than its size:
+/// its length was durable before its first write, so no crash shortens
+/// it (`docs/FORMAT.md` §10, row 1b). A segment not `SIZED` (prepared with
+/// `SegmentPrepare::Create`, or written before the flag existed) grows as
+/// it is written, and may be short after a crash.
+fn truncation(h: &SegmentHeader, len: u64) -> Option<CorruptionCause> {
+    (h.sized && len < h.segment_size).then_some(CorruptionCause::SegmentTruncated {
+        len,
+        size: h.segment_size,
+    })
 }
 
 /// Sector size for telling a torn write from damage: writes are atomic per
@@ -361,6 +405,10 @@ impl Scanner {
                     found: h.first_seq,
                 };
                 let (vouch, _) = vouch_scan(win, 0, &h, &exp).await?;
+                // This header vouches for the records before it if the
+                // segment it follows is its predecessor (see `next_vouch`).
+                let prev = self.out.kept.last().map(|k| k.index);
+                let vouch = vouch.max(next_vouch(prev, index, &h));
                 (0, cause, vouch, win.finish().await?)
             }
             Ok(h) => {
@@ -416,6 +464,9 @@ impl Scanner {
                 // before the end of the segment's records.
                 let (vouch, nonzero_after) = vouch_scan(win, pos, &h, &exp).await?;
                 let last_nonzero = win.finish().await?;
+                // A `SIZED` file shorter than its size was cut after it was
+                // written: whatever the frames say, that is the stop (row 1b).
+                let why = truncation(&h, win.file_len()).or(why);
                 self.out.kept.push(ScannedSegment {
                     index,
                     path: path.to_path_buf(),
@@ -471,6 +522,7 @@ impl Scanner {
         };
         let data_end = align_up(last_nonzero as usize, BLOCK) as u64;
         let mut stop = Stop {
+            index,
             path: path.to_path_buf(),
             offset: p,
             cause,
@@ -481,6 +533,7 @@ impl Scanner {
             later_valid_header: false,
             later_nonzero: false,
             damaged_header: damaged.map(|d| (path.to_path_buf(), d)),
+            truncated: None,
             foreign,
             dropped: Vec::new(),
         };
@@ -540,8 +593,11 @@ impl Scanner {
         };
         let e = stop.expected.unwrap_or_default();
         // A frame that was written whole and fails is damage, whatever
-        // vouches for it (row 1a).
-        let landed = matches!(stop.cause, CorruptionCause::LandedFrameDamaged(_));
+        // vouches for it (row 1a); so is a segment cut short (row 1b).
+        let landed = matches!(
+            stop.cause,
+            CorruptionCause::LandedFrameDamaged(_) | CorruptionCause::SegmentTruncated { .. }
+        );
         if landed && !damaged {
             return Some(Corrupt {
                 path: stop.path.clone(),
@@ -559,10 +615,20 @@ impl Scanner {
                 },
             });
         }
-        stop.damaged_header.as_ref().map(|(path, fault)| Corrupt {
+        let header = stop.damaged_header.as_ref().map(|(path, fault)| Corrupt {
             path: path.clone(),
             offset: 0,
             cause: CorruptionCause::DamagedSegmentHeader(*fault),
+        });
+        header.or_else(|| {
+            stop.truncated.as_ref().map(|(path, len, size)| Corrupt {
+                path: path.clone(),
+                offset: *len,
+                cause: CorruptionCause::SegmentTruncated {
+                    len: *len,
+                    size: *size,
+                },
+            })
         })
     }
 
@@ -612,10 +678,19 @@ impl Stop {
         }
         let header = header.ok();
         let vouch = match &header {
-            Some(h) => vouch_scan(win, 0, h, exp).await?.0,
+            Some(h) => {
+                let frames = vouch_scan(win, 0, h, exp).await?.0;
+                frames.max(next_vouch(Some(self.index), index, h))
+            }
             None => Seq(0),
         };
         let end = align_up(win.finish().await? as usize, BLOCK) as u64;
+        if self.truncated.is_none()
+            && let Some(h) = &header
+            && truncation(h, win.file_len()).is_some()
+        {
+            self.truncated = Some((path.to_path_buf(), win.file_len(), h.segment_size));
+        }
         self.cut_bytes += end;
         self.later_nonzero |= end > 0;
         self.later_valid_header |= header.is_some();
@@ -719,6 +794,7 @@ mod tests {
             nonce: 5,
             segment_size: 64 << 10,
             zeroed,
+            sized: zeroed,
         };
         let mut b = vec![0u8; 64 << 10];
         h.encode_into(&mut b);
@@ -836,6 +912,163 @@ mod tests {
         let o = run(&b).unwrap();
         assert_eq!(o.next_seq, Seq(5));
         assert!(o.torn.is_some());
+    }
+
+    /// An empty segment `index` of size 64 KiB, starting at `first_seq`:
+    /// its header and zeros, as the writer leaves it once it rolled onto it.
+    fn header_only(index: u64, first_seq: u64) -> Vec<u8> {
+        let h = SegmentHeader {
+            log_id: LOG,
+            shard: ShardId(0),
+            index,
+            first_seq: Seq(first_seq),
+            first_epoch: Epoch(1),
+            nonce: 6,
+            segment_size: 64 << 10,
+            zeroed: true,
+            sized: true,
+        };
+        let mut b = vec![0u8; 64 << 10];
+        h.encode_into(&mut b);
+        b
+    }
+
+    /// Classify segments given as (index, bytes), optionally repairing.
+    fn run_with(segs: &[(u64, &[u8])], repair: bool) -> Result<ScanOutcome, Corrupt> {
+        let segs: Vec<SegmentBytes<'_>> = segs
+            .iter()
+            .map(|&(i, b)| SegmentBytes {
+                index: i,
+                path: format!("{i}.seg").into(),
+                bytes: b,
+            })
+            .collect();
+        let mut sc = Scanner::new(exp());
+        for (i, seg) in segs.iter().enumerate() {
+            let next = segs.get(i + 1).map(|n| n.bytes);
+            if let Some(mut stop) = sc.feed(seg, next, |_, _, _| {}) {
+                for later in &segs[i + 1..] {
+                    stop.consider_later(later, &exp());
+                }
+                return sc.decide_with(stop, repair);
+            }
+        }
+        Ok(sc.finish())
+    }
+
+    #[test]
+    fn a_sized_segment_cut_short_is_refused_at_the_first_frame_not_in_the_file() {
+        let (b, starts) = segment_of(12, 700, true, |i| i);
+        let last = *starts.last().unwrap();
+        let end = last + frame_len(700);
+        // Inside the last frame (nothing vouches for it), after all the
+        // frames (in the zeros after them: nothing lost, still damage), and
+        // inside the header block, after the header's 84 bytes.
+        for (len, at) in [
+            (last + 100, last),
+            (last + 41, last),
+            (end, end),
+            (end + 4096, end),
+            (200, RECORDS_START),
+            (RECORDS_START, RECORDS_START),
+        ] {
+            let c = run(&b[..len]).expect_err("a SIZED segment cut short is refused");
+            assert_eq!(c.offset, at as u64, "cut to {len}");
+            assert_eq!(
+                c.cause,
+                CorruptionCause::SegmentTruncated {
+                    len: len as u64,
+                    size: 64 << 10
+                },
+                "cut to {len}"
+            );
+        }
+        // Whole, it is not.
+        assert_eq!(run(&b).expect("whole").next_seq, Seq(12));
+    }
+
+    #[test]
+    fn repair_cuts_a_truncated_segment_at_its_first_missing_frame() {
+        let (b, starts) = segment_of(12, 700, true, |i| i);
+        let last = *starts.last().unwrap();
+        let out = run_with(&[(0, &b[..last + 100])], true).expect("repair cuts");
+        assert_eq!(out.next_seq, Seq(11));
+        let r = out.repaired.expect("reported as repaired");
+        assert_eq!(r.offset, last as u64);
+        assert!(matches!(r.cause, CorruptionCause::SegmentTruncated { .. }));
+        assert!(out.torn.is_none());
+    }
+
+    #[test]
+    fn a_segment_not_sized_cut_short_is_a_torn_tail() {
+        // Prepared with `SegmentPrepare::Create`: the file grows as it is
+        // written, and a crash may leave it shorter than its size.
+        let (b, starts) = segment_of(12, 700, false, |i| i);
+        let last = *starts.last().unwrap();
+        let out = run(&b[..last + 100]).expect("a tear");
+        assert_eq!(out.next_seq, Seq(11));
+        assert_eq!(out.torn.expect("torn").offset, last as u64);
+        let out = run(&b[..RECORDS_START]).expect("no records: a clean end");
+        assert_eq!((out.next_seq, out.torn), (Seq(0), None));
+    }
+
+    #[test]
+    fn a_header_cut_inside_its_84_bytes_is_damage_and_an_empty_file_is_blank() {
+        let (b, _) = segment(10, |i| i);
+        for len in [1, 8, 16, 40, 83] {
+            let c = run(&b[..len]).expect_err("a partial header is damage");
+            assert_eq!(c.offset, 0, "cut to {len}");
+            assert_eq!(
+                c.cause,
+                CorruptionCause::DamagedSegmentHeader(HeaderFault::Truncated { len }),
+                "cut to {len}"
+            );
+        }
+        // What a crash right after the file's creation leaves.
+        let out = run(&[]).expect("an empty segment is blank");
+        assert_eq!((out.next_seq, out.torn), (Seq(0), None));
+    }
+
+    #[test]
+    fn a_later_segment_header_vouches_for_every_record_before_its_first_seq() {
+        // Ten records, none vouched for by a frame (each was built before
+        // any sync returned), the header of the ninth zeroed: alone, a
+        // torn tail.
+        let (mut b, starts) = segment_of(10, 20, true, |_| 0);
+        b[starts[8]..starts[8] + FRAME_HEADER].fill(0);
+        let alone = run_with(&[(0, &b)], false).expect("a torn tail");
+        assert_eq!(alone.next_seq, Seq(8));
+        assert_eq!(alone.torn.expect("torn").offset, starts[8] as u64);
+        // But the next segment's header says the log went on at seq 10: the
+        // writer fdatasynced this segment before writing that header.
+        let next = header_only(1, 10);
+        let c = run_with(&[(0, &b), (1, &next)], false).expect_err("vouched by the header");
+        assert_eq!(
+            (c.path.clone(), c.offset),
+            (PathBuf::from("0.seg"), starts[8] as u64)
+        );
+        assert!(
+            matches!(
+                c.cause,
+                CorruptionCause::Vouched {
+                    expected_seq: Seq(8),
+                    ..
+                }
+            ),
+            "{:?}",
+            c.cause
+        );
+        // A next segment that starts where this one ends vouches for
+        // nothing missing: the log just goes on.
+        let (whole, _) = segment_of(10, 20, true, |_| 0);
+        let out = run_with(&[(0, &whole), (1, &header_only(1, 10))], false).expect("continues");
+        assert_eq!((out.next_seq, out.torn), (Seq(10), None));
+        // Only the direct successor vouches: segment 2 after a missing 1
+        // may have outlived the removal of 1 in an interrupted recovery.
+        let later = header_only(2, 12);
+        let out = run_with(&[(0, &b), (2, &later)], false).expect("not vouched");
+        assert_eq!(out.next_seq, Seq(8));
+        assert!(out.torn.is_some());
     }
 
     #[test]

@@ -374,6 +374,7 @@ impl<S: Storage> ShardLog<S> {
                     nonce: rng.next_u64(),
                     segment_size: cfg.segment_size,
                     zeroed: prepared.zeroed,
+                    sized: prepared.sized,
                 };
                 header.encode_into(buf.as_mut_slice());
                 segments.push_back((index, next_seq, prepared.path.clone()));

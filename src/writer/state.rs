@@ -42,6 +42,8 @@ pub(crate) struct Prepared<S: Storage> {
     pub index: u64,
     /// Every byte reads as zero, durably (see [`SegmentHeader::zeroed`]).
     pub zeroed: bool,
+    /// Its length is `segment_size`, durably (see [`SegmentHeader::sized`]).
+    pub sized: bool,
 }
 
 /// Work for the writer task, processed in order.
@@ -329,6 +331,7 @@ impl<S: Storage> State<S> {
             nonce: self.rng.next_u64(),
             segment_size: p.segment_size,
             zeroed: prepared.zeroed,
+            sized: prepared.sized,
         };
         let buf = self.buf.as_mut().expect("current buffer");
         header.encode_into(buf.as_mut_slice());

@@ -336,12 +336,15 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
         .await
         .map_err(|e| ctx("create", e))?;
     let size = cfg.segment_size;
-    // Both preparations leave every byte reading as zero, synced below
-    // (an unwritten extent reads as zero, also after a crash).
+    // Both preparations leave every byte reading as zero, and the file
+    // `size` bytes long, synced below (an unwritten extent reads as zero,
+    // also after a crash): the header says so (`ZEROED`, `SIZED`), and
+    // recovery relies on both.
     let zeroed = matches!(
         cfg.prepare,
         SegmentPrepare::ZeroFill | SegmentPrepare::Fallocate
     );
+    let sized = zeroed;
     match cfg.prepare {
         SegmentPrepare::ZeroFill => {
             let chunk = cfg.buffer_size.min(size as usize);
@@ -370,6 +373,10 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
         }
         SegmentPrepare::Fallocate => {
             file.allocate(size).await.map_err(|e| ctx("fallocate", e))?;
+            // The reservation keeps the visible size; set it, so that the
+            // length is durable with the fdatasync below, as after a zero
+            // fill (the blocks stay unwritten extents, reading as zero).
+            file.set_len(size).await.map_err(|e| ctx("set length", e))?;
             file.sync_data().await.map_err(|e| ctx("fdatasync", e))?;
         }
         SegmentPrepare::Create => {}
@@ -383,6 +390,7 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
         path,
         index,
         zeroed,
+        sized,
     }))
 }
 

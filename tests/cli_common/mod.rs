@@ -91,6 +91,14 @@ pub fn payload(shard: u32, epoch: u64, k: u64) -> Vec<u8> {
 /// [`EPOCHS`] epochs are sealed, with checkpoints at [`CHECKPOINTS`]; the
 /// shutdown seals one more. Returns the last sealed epoch.
 pub fn generate(dir: &Path) -> u64 {
+    generate_with(dir, shardwal::SegmentPrepare::ZeroFill)
+}
+
+/// [`generate`], with the segments prepared by `prepare`:
+/// `SegmentPrepare::Create` gives segments that grow as they are written,
+/// which a crash may leave short (a truncated `SIZED` segment is
+/// corruption, not a torn tail).
+pub fn generate_with(dir: &Path, prepare: shardwal::SegmentPrepare) -> u64 {
     let cfg = RuntimeConfig {
         shards: Some(2),
         pin: false,
@@ -100,6 +108,7 @@ pub fn generate(dir: &Path) -> u64 {
             write_behind: 4,
             max_record_size: 4 << 10,
             fsync: FsyncPolicy::PerEpoch,
+            prepare,
             ..ShardConfig::default()
         },
         coordinator: CoordinatorConfig {
