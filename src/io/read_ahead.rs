@@ -105,6 +105,19 @@ pub(crate) struct ChunkStream<S: Storage> {
 }
 
 impl<S: Storage> ChunkStream<S> {
+    /// Wait for every read in flight, discarding what it read: for a
+    /// caller that gives up on the stream (an error) and whose executor
+    /// may end right after.
+    pub(crate) async fn settle(&mut self) {
+        for p in std::mem::take(&mut self.queue) {
+            if p.done.is_none()
+                && let Some(f) = p.fut
+            {
+                let _ = f.await;
+            }
+        }
+    }
+
     /// A stream over `paths`, read in this order. Nothing is read before the
     /// first [`ChunkStream::start_file`].
     pub(crate) fn new(storage: S, paths: Vec<PathBuf>) -> ChunkStream<S> {

@@ -256,34 +256,45 @@ pub(crate) async fn scan_gated<S: Storage>(
     }
     // Each file is opened once; the next segment's header, which the
     // scanner checks at a clean segment end, comes from its first read.
-    for (k, (index, _)) in segs.iter().enumerate() {
-        stream.start_file(k).await?;
-        let stop = scanner
-            .feed_window(*index, &paths[k], &mut stream, &mut frame)
-            .await?;
-        if halted.get() {
-            outcome = Some(scanner.finish());
-            break;
-        }
-        if let Some(mut stop) = stop {
-            for (j, (li, _)) in segs.iter().enumerate().skip(k + 1) {
-                stream.start_file(j).await?;
-                stop.consider_later_window(*li, &paths[j], &mut stream, &exp)
-                    .await?;
+    let scanned = async {
+        for (k, (index, _)) in segs.iter().enumerate() {
+            stream.start_file(k).await?;
+            let stop = scanner
+                .feed_window(*index, &paths[k], &mut stream, &mut frame)
+                .await?;
+            if halted.get() {
+                outcome = Some(scanner.finish());
+                break;
             }
-            let decided =
-                scanner
-                    .decide_with(stop, opts.repair)
-                    .map_err(|c| Error::Corruption {
-                        shard,
-                        segment: c.path,
-                        offset: c.offset,
-                        cause: c.cause,
-                    })?;
-            outcome = Some(decided);
-            break;
+            if let Some(mut stop) = stop {
+                for (j, (li, _)) in segs.iter().enumerate().skip(k + 1) {
+                    stream.start_file(j).await?;
+                    stop.consider_later_window(*li, &paths[j], &mut stream, &exp)
+                        .await?;
+                }
+                let decided =
+                    scanner
+                        .decide_with(stop, opts.repair)
+                        .map_err(|c| Error::Corruption {
+                            shard,
+                            segment: c.path,
+                            offset: c.offset,
+                            cause: c.cause,
+                        })?;
+                outcome = Some(decided);
+                break;
+            }
         }
+        Ok::<(), Error>(())
     }
+    .await;
+    if scanned.is_err() {
+        // Reads still in flight finish before the stream goes: an executor
+        // that ends with one outstanding leaves it to a blocking thread
+        // that has nobody to answer.
+        stream.settle().await;
+    }
+    scanned?;
     // A commit record that passed its CRC but does not decode is corruption.
     summary.check(shard, dir)?;
     Ok(Scanned {

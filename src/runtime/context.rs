@@ -47,6 +47,12 @@ pub struct ShardContext<S: Storage> {
     /// run on the executor's blocking thread): awaited before the executor
     /// ends.
     pub(crate) truncation: RefCell<Option<glommio::task::JoinHandle<()>>>,
+    /// Epochs of the barrier requests handed to the engine and not yet
+    /// answered (an `Ack::Barrier` or `Ack::Failed` sent): if the engine
+    /// fails holding one, [`ShardContext::fail_unanswered`] answers it, so
+    /// the coordinator's ticket fails instead of waiting for an answer
+    /// that never comes.
+    pub(crate) unanswered: RefCell<Vec<crate::ids::Epoch>>,
 }
 
 impl<S: Storage> ShardContext<S> {
@@ -212,8 +218,9 @@ impl<S: Storage> ShardContext<S> {
                     return Some(ControlEvent::Shutdown);
                 }
                 ToShard::Event(ev) => {
-                    if ev == ControlEvent::Shutdown {
-                        self.shutdown.set(true);
+                    match ev {
+                        ControlEvent::Shutdown => self.shutdown.set(true),
+                        ControlEvent::Barrier(req) => self.unanswered.borrow_mut().push(req.epoch),
                     }
                     return Some(ev);
                 }
@@ -238,6 +245,30 @@ impl<S: Storage> ShardContext<S> {
                     *self.truncation.borrow_mut() = Some(task);
                 }
             }
+        }
+    }
+
+    /// Send the coordinator `ack`, the answer to the barrier request of
+    /// `epoch`.
+    pub(crate) fn answer_barrier(&self, epoch: crate::ids::Epoch, ack: Ack) {
+        self.unanswered.borrow_mut().retain(|&e| e != epoch);
+        // The coordinator may have stopped listening (shutdown).
+        crate::reply::send_or_gone(&self.acks, ack);
+    }
+
+    /// The engine failed: fail every barrier request it was handed and did
+    /// not answer, with `cause`.
+    pub(crate) fn fail_unanswered(&self, cause: &str) {
+        let epochs = std::mem::take(&mut *self.unanswered.borrow_mut());
+        for epoch in epochs {
+            self.answer_barrier(
+                epoch,
+                Ack::Failed {
+                    shard: self.shard,
+                    epoch,
+                    cause: cause.to_string(),
+                },
+            );
         }
     }
 
@@ -331,8 +362,8 @@ impl<S: Storage> ShardContext<S> {
         super::core_job::publish(&self.metrics, &self.log);
         match r {
             Ok(lsn) => {
-                crate::reply::send_or_gone(
-                    &self.acks,
+                self.answer_barrier(
+                    req.epoch,
                     Ack::Barrier {
                         shard: self.shard,
                         epoch: req.epoch,
@@ -354,8 +385,8 @@ impl<S: Storage> ShardContext<S> {
                 Ok((lsn, writer))
             }
             Err(e) => {
-                crate::reply::send_or_gone(
-                    &self.acks,
+                self.answer_barrier(
+                    req.epoch,
                     Ack::Failed {
                         shard: self.shard,
                         epoch: req.epoch,

@@ -345,6 +345,7 @@ where
         log_dir: job.log_dir.clone(),
         metrics: job.metrics.clone(),
         truncation: Default::default(),
+        unanswered: std::cell::RefCell::new(Vec::with_capacity(4)),
     });
     let publisher =
         glommio::spawn_local(publish_periodically(job.metrics.clone(), log.clone())).detach();
@@ -390,6 +391,10 @@ where
             if let Some(t) = task {
                 t.cancel();
             }
+            // Those it was handed and did not answer first: their tickets
+            // would otherwise wait for an answer that never comes.
+            let cause = format!("the engine failed: {e}");
+            ctx.fail_unanswered(&cause);
             fail_barriers(&ctx, &e.to_string()).await;
         }
         (Ok(()), Some(t)) => {
@@ -397,7 +402,10 @@ where
         }
         // Until shutdown, barriers are answered on the engine's behalf (an
         // engine that returned before the final epoch).
-        (Ok(()), None) => auto_barriers(ctx.clone(), false).await,
+        (Ok(()), None) => {
+            ctx.fail_unanswered("the engine code returned without answering this barrier");
+            auto_barriers(ctx.clone(), false).await
+        }
     }
     // A truncation still removing files finishes before the executor ends.
     let truncation = ctx.truncation.take();
@@ -454,9 +462,8 @@ async fn fail_barriers<S: Storage>(ctx: &Rc<ShardContext<S>>, cause: &str) {
         while let Some(ev) = ctx.poll_control() {
             match ev {
                 ControlEvent::Barrier(req) => {
-                    // The coordinator may have stopped listening (shutdown).
-                    crate::reply::send_or_gone(
-                        &ctx.acks,
+                    ctx.answer_barrier(
+                        req.epoch,
                         crate::control::Ack::Failed {
                             shard: ctx.shard,
                             epoch: req.epoch,
@@ -486,8 +493,8 @@ async fn auto_barriers<S: Storage>(ctx: Rc<ShardContext<S>>, checkpoints: bool) 
         while let Some(ev) = ctx.poll_control() {
             match ev {
                 ControlEvent::Barrier(req) if req.checkpoint.is_some() && !checkpoints => {
-                    crate::reply::send_or_gone(
-                        &ctx.acks,
+                    ctx.answer_barrier(
+                        req.epoch,
                         crate::control::Ack::Failed {
                             shard: ctx.shard,
                             epoch: req.epoch,

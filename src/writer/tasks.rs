@@ -325,12 +325,11 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
     let path: Rc<Path> = Rc::from(dir.join(segment_name(index)));
     let ctx = |op: &str, e: std::io::Error| format!("{op} of {} failed: {e}", path.display());
     // A leftover from a crash during an earlier preparation holds no data.
-    if storage.open(&path, false).await.is_ok() {
-        storage
-            .remove(&path)
-            .await
-            .map_err(|e| ctx("removing stale segment", e))?;
-    }
+    // (Removed without probing for it first: a failed probe taken for
+    // "absent" would hide its error until the exclusive create below.)
+    crate::io::remove_if_present(storage, &path)
+        .await
+        .map_err(|e| ctx("removing stale segment", e))?;
     let file = storage
         .open(&path, true)
         .await
