@@ -415,6 +415,10 @@ where
     drop(ctx);
     publisher.cancel();
     let closed = log.close().await;
+    // glommio closes a file dropped without an explicit close at the
+    // reactor's next turn (the segment files went with the log): give it
+    // one before the executor ends, or their descriptors stay open.
+    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
     r.and(closed)
 }
 
