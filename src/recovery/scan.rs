@@ -224,8 +224,9 @@ pub struct Stop {
     /// The first segment at or after the stop whose header is damaged.
     damaged_header: Option<(PathBuf, HeaderFault)>,
     /// The first segment after the stop that is `SIZED` but shorter than
-    /// its size: (path, file length, segment size).
-    truncated: Option<(PathBuf, u64, u64)>,
+    /// its size: its path, its length (the error's offset), and the
+    /// [`CorruptionCause::SegmentTruncated`] that says so.
+    truncated: Option<(PathBuf, u64, CorruptionCause)>,
     /// The first segment at or after the stop whose valid header names
     /// another log id (a [`CorruptionCause::ForeignLogId`]).
     foreign: Option<(PathBuf, CorruptionCause)>,
@@ -621,13 +622,10 @@ impl Scanner {
             cause: CorruptionCause::DamagedSegmentHeader(*fault),
         });
         header.or_else(|| {
-            stop.truncated.as_ref().map(|(path, len, size)| Corrupt {
+            stop.truncated.as_ref().map(|(path, len, cause)| Corrupt {
                 path: path.clone(),
                 offset: *len,
-                cause: CorruptionCause::SegmentTruncated {
-                    len: *len,
-                    size: *size,
-                },
+                cause: cause.clone(),
             })
         })
     }
@@ -686,10 +684,9 @@ impl Stop {
         };
         let end = align_up(win.finish().await? as usize, BLOCK) as u64;
         if self.truncated.is_none()
-            && let Some(h) = &header
-            && truncation(h, win.file_len()).is_some()
+            && let Some(cause) = header.as_ref().and_then(|h| truncation(h, win.file_len()))
         {
-            self.truncated = Some((path.to_path_buf(), win.file_len(), h.segment_size));
+            self.truncated = Some((path.to_path_buf(), win.file_len(), cause));
         }
         self.cut_bytes += end;
         self.later_nonzero |= end > 0;

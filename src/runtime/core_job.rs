@@ -395,7 +395,7 @@ where
             // would otherwise wait for an answer that never comes.
             let cause = format!("the engine failed: {e}");
             ctx.fail_unanswered(&cause);
-            fail_barriers(&ctx, &e.to_string()).await;
+            fail_barriers(&ctx, &cause).await;
         }
         (Ok(()), Some(t)) => {
             t.await;
@@ -456,7 +456,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a non-string panic".into())
 }
 
-/// After the engine failed: fail every barrier with its cause until the
+/// After the engine failed: fail every barrier with `cause` until the
 /// runtime stops the shard.
 async fn fail_barriers<S: Storage>(ctx: &Rc<ShardContext<S>>, cause: &str) {
     loop {
@@ -471,7 +471,7 @@ async fn fail_barriers<S: Storage>(ctx: &Rc<ShardContext<S>>, cause: &str) {
                         crate::control::Ack::Failed {
                             shard: ctx.shard,
                             epoch: req.epoch,
-                            cause: format!("the engine failed: {cause}"),
+                            cause: cause.to_string(),
                         },
                     );
                 }

@@ -374,7 +374,7 @@ impl<S: Storage> ShardLog<S> {
                     nonce: rng.next_u64(),
                     segment_size: cfg.segment_size,
                     zeroed: prepared.zeroed,
-                    sized: prepared.sized,
+                    sized: prepared.zeroed,
                 };
                 header.encode_into(buf.as_mut_slice());
                 segments.push_back((index, next_seq, prepared.path.clone()));
@@ -670,6 +670,12 @@ impl<S: Storage> ShardLog<S> {
     /// this returns `Ok`. A clean close writes a `close` record that vouches
     /// for the whole log, so later damage anywhere in it is reported as
     /// corruption rather than mistaken for a torn tail.
+    ///
+    /// The segment files are closed when the last handle to the log is
+    /// dropped; glommio closes a dropped file at its reactor's next turn,
+    /// so an executor that ends right after this should give it one (a
+    /// short `glommio::timer::sleep`), as the runtime's cores do, or the
+    /// descriptors stay open.
     pub async fn close(self) -> Result<()> {
         let inner = self.inner();
         let flushed = async {

@@ -40,10 +40,11 @@ pub(crate) struct Prepared<S: Storage> {
     pub file: Rc<S::File>,
     pub path: Rc<Path>,
     pub index: u64,
-    /// Every byte reads as zero, durably (see [`SegmentHeader::zeroed`]).
+    /// Every byte reads as zero and the length is `segment_size`, both
+    /// durably: the two preparations that zero also size the file, so one
+    /// flag gives the header's `ZEROED` and `SIZED` (see
+    /// [`SegmentHeader::zeroed`], [`SegmentHeader::sized`]).
     pub zeroed: bool,
-    /// Its length is `segment_size`, durably (see [`SegmentHeader::sized`]).
-    pub sized: bool,
 }
 
 /// Work for the writer task, processed in order.
@@ -331,7 +332,7 @@ impl<S: Storage> State<S> {
             nonce: self.rng.next_u64(),
             segment_size: p.segment_size,
             zeroed: prepared.zeroed,
-            sized: prepared.sized,
+            sized: prepared.zeroed,
         };
         let buf = self.buf.as_mut().expect("current buffer");
         header.encode_into(buf.as_mut_slice());

@@ -343,7 +343,6 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
         cfg.prepare,
         SegmentPrepare::ZeroFill | SegmentPrepare::Fallocate
     );
-    let sized = zeroed;
     match cfg.prepare {
         SegmentPrepare::ZeroFill => {
             let chunk = cfg.buffer_size.min(size as usize);
@@ -389,7 +388,6 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
         path,
         index,
         zeroed,
-        sized,
     }))
 }
 
