@@ -148,6 +148,16 @@ pub enum Error {
     /// The runtime has shut down (or its coordinator is gone).
     #[error("the runtime has shut down")]
     ShutDown,
+    /// The object-store archive: an object missing, damaged or refused, or
+    /// the archiver stopped (`object` is empty when no one object is at
+    /// fault).
+    #[error("archive: {object}: {cause}")]
+    Archive {
+        /// The object concerned (its full path in the store).
+        object: String,
+        /// What is wrong with it.
+        cause: String,
+    },
     /// A wait timed out.
     #[error("timed out waiting for {0}")]
     Timeout(String),

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod archive;
 pub mod checkpoint;
 pub mod config;
 pub mod control;
@@ -30,6 +31,7 @@ pub mod runtime;
 pub mod segment;
 pub mod writer;
 
+pub use archive::{ArchiveConfig, ArchiveTicket, RestoreOptions, RestoreReport, restore};
 pub use checkpoint::{CommitRecord, Manifest, SourceOffset};
 pub use config::{FsyncPolicy, SegmentPrepare, ShardConfig};
 pub use control::{BarrierRequest, ControlEvent};

@@ -17,7 +17,7 @@
 
 mod thread;
 
-pub(crate) use thread::{CoordinatorStart, spawn};
+pub(crate) use thread::{ArchiveLink, CoordinatorStart, spawn};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,8 +27,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use hdrhistogram::Histogram;
 
+use crate::archive::{ArchiveShared, ArchiveTicket};
 use crate::error::{Error, Result};
-use crate::ids::{CheckpointId, Epoch};
+use crate::ids::{CheckpointId, Epoch, ShardId};
 use crate::metrics::LatencySummary;
 
 /// Result of a completed checkpoint.
@@ -129,6 +130,9 @@ enum Command {
     FinalEpoch { reply: Sender<Result<EpochTicket>> },
     /// Stop the shards and the coordinator.
     Shutdown,
+    /// The archive now holds every sealed epoch up to this one: truncations
+    /// held for it may go ahead.
+    Archived(Epoch),
 }
 
 enum Issued {
@@ -144,15 +148,18 @@ struct Shared {
     /// last acknowledgement, in nanoseconds. Written by the coordinator
     /// thread once per sealed epoch; read by [`Coordinator::epoch_seal_latency`].
     seal_latency: Mutex<Histogram<u64>>,
+    /// The archive watermark, when the runtime archives.
+    archive: Option<Arc<ArchiveShared>>,
 }
 
 impl Shared {
-    fn new(cmd: Sender<Command>, sealed: Epoch) -> Shared {
+    fn new(cmd: Sender<Command>, sealed: Epoch, archive: Option<Arc<ArchiveShared>>) -> Shared {
         Shared {
             cmd,
             sealed: AtomicU64::new(sealed.0),
             stopped: AtomicBool::new(false),
             seal_latency: Mutex::new(crate::metrics::latency_histogram()),
+            archive,
         }
     }
 
@@ -229,6 +236,45 @@ impl Coordinator {
     pub fn is_stopped(&self) -> bool {
         self.shared.stopped.load(Ordering::Acquire)
     }
+
+    /// The archive watermark: the highest sealed epoch whose bytes, and
+    /// the checkpoints up to it, are all in the object store (written by
+    /// this runtime; 0 until its first archive pass). `None` when the
+    /// runtime does not archive. One atomic load.
+    pub fn archived_epoch(&self) -> Option<Epoch> {
+        self.shared.archive.as_ref().map(|a| a.archived())
+    }
+
+    /// The highest sealed epoch whose bytes of shard `shard` are all in the
+    /// object store (the index that makes them restorable may still be on
+    /// its way: a restore reaches [`Coordinator::archived_epoch`]).
+    pub fn shard_archived_epoch(&self, shard: ShardId) -> Option<Epoch> {
+        self.shared
+            .archive
+            .as_ref()
+            .and_then(|a| a.shard_archived(shard))
+    }
+
+    /// A ticket that resolves once epoch `epoch` is archived. Fails with
+    /// [`Error::Config`] when the runtime does not archive.
+    pub fn wait_archived(&self, epoch: Epoch) -> Result<ArchiveTicket> {
+        match &self.shared.archive {
+            Some(a) => Ok(a.ticket(epoch)),
+            None => Err(Error::Config("this runtime does not archive".into())),
+        }
+    }
+
+    /// Why the last archive pass failed, or why archiving stopped; `None`
+    /// while it keeps up (or is off).
+    pub fn archive_error(&self) -> Option<String> {
+        self.shared.archive.as_ref().and_then(|a| a.last_error())
+    }
+}
+
+/// The archiver reached `epoch` (the runtime's archiver thread calls it).
+pub(crate) fn notify_archived(c: &Coordinator, epoch: Epoch) {
+    // A stopped coordinator needs no news.
+    crate::reply::send_or_gone(&c.shared.cmd, Command::Archived(epoch));
 }
 
 /// Issue the final epoch of a clean shutdown to the engines and ask them

@@ -77,6 +77,27 @@ pub(crate) struct CoordinatorThread {
     /// issued, while the epochs it had already acknowledged may still seal.
     doomed: Option<Error>,
     epochs_since_checkpoint: u64,
+    /// With archiving: each sealed epoch goes to the archiver.
+    archive_sealed: Option<Sender<Epoch>>,
+    /// The archive watermark as the archiver last reported it.
+    archived: Epoch,
+    /// Truncations a checkpoint allowed, waiting for the archive to reach
+    /// its epoch (a segment is deleted locally only once archived).
+    held: VecDeque<HeldTruncation>,
+}
+
+/// What a completed checkpoint lets the shards delete, once archived.
+struct HeldTruncation {
+    epoch: Epoch,
+    /// (shard, log before this seq, snapshots older than this checkpoint).
+    shards: Vec<(ShardId, Seq, CheckpointId)>,
+}
+
+/// The coordinator's side of the archive.
+pub(crate) struct ArchiveLink {
+    pub shared: Arc<crate::archive::ArchiveShared>,
+    /// Each sealed epoch, to the archiver thread.
+    pub sealed: Sender<Epoch>,
 }
 
 /// Everything needed to start the coordinator thread.
@@ -94,11 +115,17 @@ pub(crate) struct CoordinatorStart {
     pub retained: VecDeque<Manifest>,
     /// The shard layout written at start.
     pub layout: Layout,
+    /// Set when the runtime archives.
+    pub archive: Option<ArchiveLink>,
 }
 
 pub(crate) fn spawn(start: CoordinatorStart) -> Result<(Coordinator, JoinHandle<()>)> {
     let (cmd_tx, cmd_rx) = crossbeam_channel::unbounded();
-    let shared = Arc::new(Shared::new(cmd_tx, start.sealed));
+    let (archive_shared, archive_sealed) = match start.archive {
+        Some(a) => (Some(a.shared), Some(a.sealed)),
+        None => (None, None),
+    };
+    let shared = Arc::new(Shared::new(cmd_tx, start.sealed, archive_shared));
     let mut t = CoordinatorThread {
         shards: start.shards,
         acks: start.acks,
@@ -116,6 +143,9 @@ pub(crate) fn spawn(start: CoordinatorStart) -> Result<(Coordinator, JoinHandle<
         failed: None,
         doomed: None,
         epochs_since_checkpoint: 0,
+        archive_sealed,
+        archived: Epoch(0),
+        held: VecDeque::new(),
     };
     let handle = std::thread::Builder::new()
         .name("shardwal-coordinator".into())
@@ -156,6 +186,10 @@ impl CoordinatorThread {
                             s.send(ToShard::Event(ControlEvent::Shutdown));
                         }
                         crate::reply::send_or_gone(&reply, r);
+                    }
+                    Ok(Command::Archived(e)) => {
+                        self.archived = self.archived.max(e);
+                        self.release_truncations();
                     }
                     Ok(Command::Shutdown) | Err(_) => {
                         if !shutting_down {
@@ -388,6 +422,9 @@ impl CoordinatorThread {
             crate::metrics::record_latency(&mut self.shared.seal_latency(), pe.issued.elapsed());
             // The watermark never goes backwards.
             self.shared.sealed.fetch_max(epoch.0, Ordering::AcqRel);
+            if let Some(tx) = &self.archive_sealed {
+                crate::reply::send_or_gone(tx, epoch);
+            }
             tracing::debug!(
                 epoch = epoch.0,
                 since_issue_us = pe.issued.elapsed().as_micros() as u64,
@@ -538,19 +575,26 @@ impl CoordinatorThread {
         if let Err(e) = futures_lite::future::block_on(StdStorage.sync_dir(&cdir)) {
             tracing::warn!(dir = %cdir.display(), error = %e, "could not sync the checkpoints directory");
         }
-        // Tell each shard what it may drop: log wholly before the oldest
-        // retained checkpoint, and older snapshots.
+        // What the shards may drop: log wholly before the oldest retained
+        // checkpoint, and older snapshots; with archiving, once the archive
+        // holds this checkpoint.
         if let Some(oldest) = self.retained.front() {
-            for sc in &oldest.shards {
-                if let Some(s) = self.shards.get(sc.shard as usize) {
-                    s.send(ToShard::Truncate {
-                        before: Seq(sc.replay_from),
-                        keep_snapshots_from: CheckpointId(oldest.checkpoint),
-                    });
-                }
-            }
+            self.held.push_back(HeldTruncation {
+                epoch,
+                shards: oldest
+                    .shards
+                    .iter()
+                    .map(|sc| {
+                        (
+                            ShardId(sc.shard),
+                            Seq(sc.replay_from),
+                            CheckpointId(oldest.checkpoint),
+                        )
+                    })
+                    .collect(),
+            });
         }
-        self.remove_unneeded_retired();
+        self.release_truncations();
         for w in pc.waiters {
             // A waiter that gave up needs no answer.
             crate::reply::send_or_gone(
@@ -566,6 +610,32 @@ impl CoordinatorThread {
 }
 
 impl CoordinatorThread {
+    /// Send the truncations the archive allows (all of them, without
+    /// archiving), then remove retired shards no checkpoint needs.
+    fn release_truncations(&mut self) {
+        let mut released = false;
+        while let Some(h) = self.held.front() {
+            if self.archive_sealed.is_some() && self.archived < h.epoch {
+                break;
+            }
+            let Some(h) = self.held.pop_front() else {
+                break;
+            };
+            for (shard, before, keep_snapshots_from) in h.shards {
+                if let Some(s) = self.shards.get(shard.0 as usize) {
+                    s.send(ToShard::Truncate {
+                        before,
+                        keep_snapshots_from,
+                    });
+                }
+            }
+            released = true;
+        }
+        if released {
+            self.remove_unneeded_retired();
+        }
+    }
+
     /// Retired shards (re-sharding) whose logs no retained manifest refers
     /// to are not needed by any recovery any more: remove them. A failure
     /// leaves them in place, to be retried after the next checkpoint.

@@ -53,6 +53,8 @@ pub struct ShardContext<S: Storage> {
     /// the coordinator's ticket fails instead of waiting for an answer
     /// that never comes.
     pub(crate) unanswered: RefCell<Vec<crate::ids::Epoch>>,
+    /// With archiving: the end of each sealed barrier, for the archiver.
+    pub(crate) archive_points: Option<std::sync::Arc<crate::archive::points::ShardPoints>>,
 }
 
 impl<S: Storage> ShardContext<S> {
@@ -413,7 +415,17 @@ impl<S: Storage> ShardContext<S> {
             log.barrier().await?;
         }
         let lsn = log.barrier().await?;
+        // Right after the append: the barrier's end, published before the
+        // acknowledgement that may seal its epoch.
+        let (segment, end) = log.tail();
         log.sync().await?;
+        if let Some(points) = &self.archive_points {
+            points.publish(crate::archive::points::Point {
+                epoch: req.epoch,
+                segment,
+                end,
+            });
+        }
         Ok(lsn)
     }
 }

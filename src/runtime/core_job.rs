@@ -65,6 +65,9 @@ pub(super) struct CoreJob {
     pub metrics: MetricsSlot,
     /// The replay during the start ([`super::replay`]).
     pub replay: ReplaySetup,
+    /// With archiving: where this core publishes the end of each sealed
+    /// barrier in its shard's files.
+    pub archive_points: Option<std::sync::Arc<crate::archive::points::ShardPoints>>,
 }
 
 /// How a core replays during the start.
@@ -324,6 +327,15 @@ where
         return log.close().await;
     };
     feed.borrow_mut().planned(&plan);
+    if let Some(points) = &job.archive_points {
+        // The log is cut just after the sealed barrier: its end is here.
+        let (segment, end) = log.tail();
+        points.publish(crate::archive::points::Point {
+            epoch: plan.sealed,
+            segment,
+            end,
+        });
+    }
     let ctx = Rc::new(ShardContext {
         log: log.clone(),
         shard: core,
@@ -346,6 +358,7 @@ where
         metrics: job.metrics.clone(),
         truncation: Default::default(),
         unanswered: std::cell::RefCell::new(Vec::with_capacity(4)),
+        archive_points: job.archive_points.clone(),
     });
     let publisher =
         glommio::spawn_local(publish_periodically(job.metrics.clone(), log.clone())).detach();

@@ -79,6 +79,9 @@ pub struct RuntimeConfig {
     /// engine that falls this far behind the scan, makes the records from
     /// there on be read from the log a second time. Default 64 MiB.
     pub replay_buffer: usize,
+    /// Archive sealed epochs and checkpoints to an object store
+    /// ([`crate::archive`]); `None` (the default): the log stays local.
+    pub archive: Option<crate::archive::ArchiveConfig>,
 }
 
 impl Default for RuntimeConfig {
@@ -92,6 +95,7 @@ impl Default for RuntimeConfig {
             auto_barriers: false,
             shutdown_timeout: Duration::from_secs(30),
             replay_buffer: 64 << 20,
+            archive: None,
         }
     }
 }
@@ -111,6 +115,8 @@ pub struct Runtime {
     shutdown_timeout: Duration,
     /// Per shard, its latest published metrics.
     metrics: Vec<MetricsSlot>,
+    /// The archiver thread, when the runtime archives.
+    archiver: Option<crate::archive::upload::ArchiverHandle>,
     _lock: DirLock,
 }
 
@@ -282,6 +288,10 @@ impl Runtime {
         let mut gos = Vec::with_capacity(n);
         let mut handles = Vec::with_capacity(n);
         let slots: Vec<MetricsSlot> = (0..n).map(|_| Arc::new(Mutex::new(None))).collect();
+        let archive_points: Option<Vec<Arc<crate::archive::points::ShardPoints>>> = cfg
+            .archive
+            .as_ref()
+            .map(|_| (0..n).map(|_| Arc::default()).collect());
         for (i, shards_here) in scope.per_core.iter().enumerate() {
             let (tx, rx) =
                 control::channel().map_err(|e| Error::io("create a doorbell", dir, e))?;
@@ -321,6 +331,7 @@ impl Runtime {
                         .entry(ShardId(i as u32))
                         .map(|e| e.snapshot.clone()),
                 },
+                archive_points: archive_points.as_ref().map(|p| p[i].clone()),
             };
             let (ms, f, replay) = (make_storage.clone(), f.clone(), replay.clone());
             let h = LocalExecutorBuilder::new(placement)
@@ -402,6 +413,10 @@ impl Runtime {
         );
         let sealed = planned.sealed;
         let manifest = manifests.newest().cloned();
+        let archive = cfg.archive.as_ref().map(|_| {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            (Arc::new(crate::archive::ArchiveShared::new(n)), tx, rx)
+        });
         let (coordinator, coord_thread) = coordinator::spawn(CoordinatorStart {
             shards: txs,
             acks: ack_rx,
@@ -413,7 +428,31 @@ impl Runtime {
             next_checkpoint: manifests.next_checkpoint,
             retained: manifests.retained,
             layout: planned.layout,
+            archive: archive
+                .as_ref()
+                .map(|(shared, tx, _)| coordinator::ArchiveLink {
+                    shared: shared.clone(),
+                    sealed: tx.clone(),
+                }),
         })?;
+        let archiver = match (cfg.archive, archive, archive_points) {
+            (Some(acfg), Some((shared, _, rx)), Some(points)) => {
+                let c = coordinator.clone();
+                Some(crate::archive::upload::spawn(
+                    crate::archive::upload::ArchiverStart {
+                        cfg: acfg,
+                        log_dir: dir.to_path_buf(),
+                        log_id,
+                        points,
+                        shared,
+                        sealed: rx,
+                        start_sealed: sealed,
+                        on_archived: Box::new(move |e| coordinator::notify_archived(&c, e)),
+                    },
+                )?)
+            }
+            _ => None,
+        };
         for (g, core_plan) in gos.iter().zip(planned.cores) {
             crate::reply::send_or_gone(g, Go::Run(core_plan));
         }
@@ -429,6 +468,7 @@ impl Runtime {
             dir: dir.to_path_buf(),
             shutdown_timeout: cfg.shutdown_timeout,
             metrics: slots,
+            archiver,
             _lock: lock,
         })
     }
@@ -599,6 +639,14 @@ impl Runtime {
             // with it; its handles already answer `ShutDown`.
             if rx.recv_deadline(deadline).is_err() {
                 tracing::warn!("the coordinator thread did not stop in time; left behind");
+            }
+        }
+        if let Some(a) = self.archiver.take() {
+            // Every shard is closed: the final pass archives up to the final
+            // sealed epoch.
+            let r = a.finish();
+            if first.is_ok() {
+                first = r;
             }
         }
         first

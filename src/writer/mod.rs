@@ -549,6 +549,13 @@ impl<S: Storage> ShardLog<S> {
         self.inner().st.borrow().epoch
     }
 
+    /// Where the next record will be framed: (segment index, byte offset
+    /// in it). Right after an append returns, the end of that record.
+    pub(crate) fn tail(&self) -> (u64, u64) {
+        let st = self.inner().st.borrow();
+        (st.seg.index, st.buf_pos + st.buf_len as u64)
+    }
+
     /// Counters since open.
     pub fn stats(&self) -> WriterStats {
         self.inner().st.borrow().stats

@@ -1,0 +1,62 @@
+//! [`ArchiveConfig::from_url`](super::ArchiveConfig::from_url): an object
+//! store from a URL, through `object_store`'s own builders.
+
+use std::sync::Arc;
+
+use object_store::ObjectStore;
+use object_store::path::Path as ObjPath;
+
+use super::ArchiveConfig;
+use crate::error::{Error, Result};
+
+pub(super) fn parse(url: &str) -> Result<ArchiveConfig> {
+    let bad = |why: String| Error::Config(format!("archive URL {url:?}: {why}"));
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("expected file:///path, memory:// or s3://bucket/prefix".into()))?;
+    let (store, prefix): (Arc<dyn ObjectStore>, ObjPath) = match scheme {
+        "file" => {
+            if !rest.starts_with('/') {
+                return Err(bad("a file URL needs an absolute path".into()));
+            }
+            std::fs::create_dir_all(rest).map_err(|e| Error::io("create directory", rest, e))?;
+            let fs = object_store::local::LocalFileSystem::new_with_prefix(rest)
+                .map_err(|e| bad(e.to_string()))?;
+            (Arc::new(fs), ObjPath::default())
+        }
+        "memory" => (
+            Arc::new(object_store::memory::InMemory::new()),
+            ObjPath::from(rest),
+        ),
+        "s3" => {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(bad("no bucket".into()));
+            }
+            let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+            (Arc::new(s3), ObjPath::from(prefix))
+        }
+        other => return Err(bad(format!("unknown scheme {other:?}"))),
+    };
+    Ok(ArchiveConfig::new(store, prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_their_backend() {
+        let d = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/a", d.path().display());
+        assert!(parse(&url).is_ok());
+        assert!(d.path().join("a").is_dir());
+        assert_eq!(parse("memory://x/y").unwrap().prefix, ObjPath::from("x/y"));
+        assert!(parse("file://relative").is_err());
+        assert!(parse("ftp://x").is_err());
+        assert!(parse("nothing").is_err());
+    }
+}
