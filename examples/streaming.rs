@@ -5,6 +5,8 @@
 //! ```sh
 //! cargo run --release --example streaming                      # crash once, recover, compare
 //! cargo run --release --example streaming -- --dir D [--seed S] [--records-per-core N] [--crash-after-ms T]
+//!     [--shards M] [--archive URL]
+//! cargo run --release --example streaming -- --archive URL     # lose the disk, restore from the archive
 //! ```
 //!
 //! - **Sources.** The input is 8 source partitions, spread over the cores
@@ -21,6 +23,18 @@
 //!   loads its snapshot, replays its log to the sealed epoch (while the
 //!   recovery scan reads it: `Runtime::start_replaying`), and resumes its
 //!   partitions at the sealed epoch's committed offsets.
+//!
+//! - **Archive** (`--archive URL`: `file:///path`, or `s3://bucket/prefix`
+//!   with the usual `AWS_*` variables). Every sealed epoch and checkpoint
+//!   goes to object storage; the run prints `archived_epoch=<e>` each time
+//!   the archive watermark moves. Without `--dir`, the demo then shows the
+//!   machine being lost: a clean reference run; a run that archives and is
+//!   killed with SIGKILL; its whole directory deleted; a restore from the
+//!   archive (`shardwal::restore`, what `shardwal restore --from URL DIR`
+//!   does) into a fresh directory, run to the end with 3 shards instead of
+//!   one per core. The restored log must reach at least the last archive
+//!   watermark the dead node printed, and the final state must equal the
+//!   clean run's.
 //!
 //! The last line printed is `state_hash=<16 hex digits>`, a hash of the merged
 //! final state of all cores.
@@ -304,11 +318,16 @@ fn state_hash(states: Vec<State>) -> u64 {
     h
 }
 
-fn run(
-    dir: &Path,
-    p: Params,
+/// What a run is asked to do besides its input.
+#[derive(Clone, Default)]
+struct RunOpts {
     crash_after: Option<Duration>,
-) -> Result<u64, Box<dyn std::error::Error>> {
+    shards: Option<usize>,
+    archive: Option<String>,
+}
+
+fn run(dir: &Path, p: Params, o: &RunOpts) -> Result<u64, Box<dyn std::error::Error>> {
+    let crash_after = o.crash_after;
     if let Some(t) = crash_after {
         std::thread::spawn(move || {
             std::thread::sleep(t);
@@ -331,6 +350,22 @@ fn run(
             keep_checkpoints: 2,
             ..CoordinatorConfig::default()
         },
+        shards: o.shards,
+        // More shards than cores run unpinned.
+        pin: o
+            .shards
+            .is_none_or(|n| n <= shardwal::runtime::available_cores().len()),
+        // Short epochs: archive every 100 ms or 16 epochs.
+        archive: o
+            .archive
+            .as_deref()
+            .map(shardwal::ArchiveConfig::from_url)
+            .transpose()?
+            .map(|a| shardwal::ArchiveConfig {
+                interval: Duration::from_millis(100),
+                every_epochs: 16,
+                ..a
+            }),
         ..RuntimeConfig::default()
     };
     let shared = Arc::new(Shared {
@@ -394,7 +429,15 @@ fn run(
     let c = rt.coordinator();
     let tty = std::io::stderr().is_terminal();
     let mut last = (Instant::now(), 0u64);
+    let mut archived = 0;
     while shared.done.load(Ordering::Relaxed) < n {
+        if let Some(e) = c.archived_epoch()
+            && e.0 > archived
+        {
+            archived = e.0;
+            println!("archived_epoch={archived}");
+            std::io::stdout().flush()?;
+        }
         if shared.failed.load(Ordering::Relaxed) > 0 {
             let _ = rt.shutdown();
             return Err("an engine failed".into());
@@ -441,7 +484,7 @@ fn run(
 fn child(
     dir: &Path,
     p: &Params,
-    crash_ms: Option<u64>,
+    o: &RunOpts,
 ) -> Result<(Option<u64>, String), Box<dyn std::error::Error>> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.arg("--dir")
@@ -450,8 +493,14 @@ fn child(
         .arg(p.seed.to_string())
         .arg("--records-per-core")
         .arg(p.per_partition.to_string());
-    if let Some(ms) = crash_ms {
-        cmd.arg("--crash-after-ms").arg(ms.to_string());
+    if let Some(t) = o.crash_after {
+        cmd.arg("--crash-after-ms").arg(t.as_millis().to_string());
+    }
+    if let Some(n) = o.shards {
+        cmd.arg("--shards").arg(n.to_string());
+    }
+    if let Some(a) = &o.archive {
+        cmd.arg("--archive").arg(a);
     }
     let out = cmd.stderr(Stdio::inherit()).output()?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -470,7 +519,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed: 42,
         per_partition: 250_000,
     };
-    let mut crash = None;
+    let mut o = RunOpts::default();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().ok_or(format!("{a} needs a value"));
@@ -478,11 +527,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--dir" => dir = Some(PathBuf::from(val()?)),
             "--seed" => p.seed = val()?.parse()?,
             "--records-per-core" => p.per_partition = val()?.parse()?,
-            "--crash-after-ms" => crash = Some(val()?.parse::<u64>()?),
+            "--crash-after-ms" => {
+                o.crash_after = Some(Duration::from_millis(val()?.parse::<u64>()?))
+            }
+            "--shards" => o.shards = Some(val()?.parse()?),
+            "--archive" => o.archive = Some(val()?.clone()),
             "-h" | "--help" => {
                 println!(
                     "streaming [--dir DIR] [--seed S] [--records-per-core N] [--crash-after-ms T]\n\
-                     N is the number of events in each of the 8 source partitions."
+                     \x20         [--shards M] [--archive URL]\n\
+                     N is the number of events in each of the 8 source partitions.\n\
+                     Without --dir: a clean run, a run killed with SIGKILL, and its recovery\n\
+                     on the same directory; with --archive too, the killed run's directory is\n\
+                     deleted and restored from the archive on 3 shards instead."
                 );
                 return Ok(());
             }
@@ -490,28 +547,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     if let Some(dir) = dir {
-        let h = run(&dir, p, crash.map(Duration::from_millis))?;
+        let h = run(&dir, p, &o)?;
         println!("state_hash={h:016x}");
         return Ok(());
+    }
+    if let Some(url) = o.archive.clone() {
+        return lose_the_disk(&p, &url);
     }
     // No arguments: a clean reference run, then a run that kills itself
     // partway and is restarted on the same directory.
     let tmp = tempfile::tempdir()?;
     println!("== clean reference run");
     let t0 = Instant::now();
-    let (clean, text) = child(&tmp.path().join("clean"), &p, None)?;
+    let (clean, text) = child(&tmp.path().join("clean"), &p, &RunOpts::default())?;
     print!("{text}");
     let clean = clean.ok_or("the clean run printed no state_hash")?;
     let crash_ms = (t0.elapsed().as_millis() as u64 / 2).max(50);
     println!("== run killed with SIGKILL after {crash_ms} ms");
     let crashed_dir = tmp.path().join("crashed");
-    let (h, text) = child(&crashed_dir, &p, Some(crash_ms))?;
+    let killed = RunOpts {
+        crash_after: Some(Duration::from_millis(crash_ms)),
+        ..RunOpts::default()
+    };
+    let (h, text) = child(&crashed_dir, &p, &killed)?;
     print!("{text}");
     if h.is_some() {
         println!("(the run finished before the kill)");
     }
     println!("== restart on the same directory: recover, replay, continue");
-    let (recovered, text) = child(&crashed_dir, &p, None)?;
+    let (recovered, text) = child(&crashed_dir, &p, &RunOpts::default())?;
     print!("{text}");
     let recovered = recovered.ok_or("the recovered run printed no state_hash")?;
     println!("clean     state_hash={clean:016x}");
@@ -520,6 +584,83 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("MISMATCH: the recovered run differs from the clean run".into());
     }
     println!("identical: exactly-once after kill -9");
+    println!("state_hash={recovered:016x}");
+    Ok(())
+}
+
+/// The machine is lost: a clean run; a run archiving to `url`, killed with
+/// SIGKILL; its directory deleted; a restore from the archive on a fresh
+/// directory, continued with 3 shards to the end.
+fn lose_the_disk(p: &Params, url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let tmp = tempfile::tempdir()?;
+    println!("== clean reference run");
+    let t0 = Instant::now();
+    let (clean, text) = child(&tmp.path().join("clean"), p, &RunOpts::default())?;
+    print!("{text}");
+    let clean = clean.ok_or("the clean run printed no state_hash")?;
+    let crash_ms = (t0.elapsed().as_millis() as u64 * 2 / 3).max(50);
+    println!("== run archiving to {url}, killed with SIGKILL after {crash_ms} ms");
+    let lost = tmp.path().join("lost");
+    let killed = RunOpts {
+        crash_after: Some(Duration::from_millis(crash_ms)),
+        archive: Some(url.to_string()),
+        ..RunOpts::default()
+    };
+    let (h, text) = child(&lost, p, &killed)?;
+    print!("{text}");
+    if h.is_some() {
+        println!("(the run finished before the kill)");
+    }
+    let reported = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("archived_epoch="))
+        .filter_map(|e| e.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    println!("== the disk is lost: deleting {}", lost.display());
+    std::fs::remove_dir_all(&lost)?;
+    let restored = tmp.path().join("restored");
+    let cfg = shardwal::ArchiveConfig::from_url(url)?;
+    let r = shardwal::restore(
+        cfg.store,
+        &cfg.prefix,
+        &restored,
+        &shardwal::RestoreOptions::default(),
+    )?;
+    println!(
+        "restored epoch {} from {}: {} files, {} objects, {:.1} MiB in {:?}",
+        r.epoch.0,
+        r.index,
+        r.files,
+        r.objects,
+        r.bytes as f64 / (1 << 20) as f64,
+        r.elapsed
+    );
+    if r.epoch.0 < reported {
+        return Err(format!(
+            "LOST: the dead node reported epoch {reported} archived, the archive restores {}",
+            r.epoch.0
+        )
+        .into());
+    }
+    println!("== continue on the restored directory with 3 shards, archiving again");
+    let go_on = RunOpts {
+        shards: Some(3),
+        archive: Some(url.to_string()),
+        ..RunOpts::default()
+    };
+    let (recovered, text) = child(&restored, p, &go_on)?;
+    print!("{text}");
+    let recovered = recovered.ok_or("the restored run printed no state_hash")?;
+    println!("clean    state_hash={clean:016x}");
+    println!("restored state_hash={recovered:016x}");
+    if clean != recovered {
+        return Err("MISMATCH: the restored run differs from the clean run".into());
+    }
+    println!(
+        "identical: exactly-once after losing the machine (archive watermark reported {reported}, restored {})",
+        r.epoch.0
+    );
     println!("state_hash={recovered:016x}");
     Ok(())
 }
