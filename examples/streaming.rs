@@ -552,7 +552,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     if let Some(url) = o.archive.clone() {
-        return lose_the_disk(&p, &url);
+        return lose_the_disk(&p, &url, o.crash_after);
     }
     // No arguments: a clean reference run, then a run that kills itself
     // partway and is restarted on the same directory.
@@ -589,16 +589,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The machine is lost: a clean run; a run archiving to `url`, killed with
-/// SIGKILL; its directory deleted; a restore from the archive on a fresh
+/// SIGKILL (after `crash_after`, or two thirds of the clean run); its
+/// directory deleted; a restore from the archive on a fresh
 /// directory, continued with 3 shards to the end.
-fn lose_the_disk(p: &Params, url: &str) -> Result<(), Box<dyn std::error::Error>> {
+fn lose_the_disk(
+    p: &Params,
+    url: &str,
+    crash_after: Option<Duration>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     println!("== clean reference run");
     let t0 = Instant::now();
     let (clean, text) = child(&tmp.path().join("clean"), p, &RunOpts::default())?;
     print!("{text}");
     let clean = clean.ok_or("the clean run printed no state_hash")?;
-    let crash_ms = (t0.elapsed().as_millis() as u64 * 2 / 3).max(50);
+    let crash_ms = crash_after
+        .map(|t| t.as_millis() as u64)
+        .unwrap_or((t0.elapsed().as_millis() as u64 * 2 / 3).max(50));
     println!("== run archiving to {url}, killed with SIGKILL after {crash_ms} ms");
     let lost = tmp.path().join("lost");
     let killed = RunOpts {
@@ -621,25 +628,37 @@ fn lose_the_disk(p: &Params, url: &str) -> Result<(), Box<dyn std::error::Error>
     std::fs::remove_dir_all(&lost)?;
     let restored = tmp.path().join("restored");
     let cfg = shardwal::ArchiveConfig::from_url(url)?;
-    let r = shardwal::restore(
+    let restored_epoch = match shardwal::restore(
         cfg.store,
         &cfg.prefix,
         &restored,
         &shardwal::RestoreOptions::default(),
-    )?;
-    println!(
-        "restored epoch {} from {}: {} files, {} objects, {:.1} MiB in {:?}",
-        r.epoch.0,
-        r.index,
-        r.files,
-        r.objects,
-        r.bytes as f64 / (1 << 20) as f64,
-        r.elapsed
-    );
-    if r.epoch.0 < reported {
-        return Err(format!(
-            "LOST: the dead node reported epoch {reported} archived, the archive restores {}",
+    ) {
+        Ok(r) => {
+            println!(
+                "restored epoch {} from {}: {} files, {} objects, {:.1} MiB in {:?}",
+                r.epoch.0,
+                r.index,
+                r.files,
+                r.objects,
+                r.bytes as f64 / (1 << 20) as f64,
+                r.elapsed
+            );
             r.epoch.0
+        }
+        // Killed before its first archive pass: nothing was archived, and
+        // nothing was reported archived; the job starts over.
+        Err(shardwal::Error::Archive { cause, .. })
+            if reported == 0 && cause.contains("nothing was archived") =>
+        {
+            println!("nothing was archived before the kill: starting over");
+            0
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if restored_epoch < reported {
+        return Err(format!(
+            "LOST: the dead node reported epoch {reported} archived, the archive restores {restored_epoch}"
         )
         .into());
     }
@@ -658,8 +677,7 @@ fn lose_the_disk(p: &Params, url: &str) -> Result<(), Box<dyn std::error::Error>
         return Err("MISMATCH: the restored run differs from the clean run".into());
     }
     println!(
-        "identical: exactly-once after losing the machine (archive watermark reported {reported}, restored {})",
-        r.epoch.0
+        "identical: exactly-once after losing the machine (archive watermark reported {reported}, restored {restored_epoch})"
     );
     println!("state_hash={recovered:016x}");
     Ok(())

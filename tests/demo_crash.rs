@@ -13,10 +13,12 @@
 //! directory (a kill leaves at most a torn tail), and on some directories
 //! `shardwal recover` repairs the log before the demo restarts.
 
+mod demo_common;
+
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use shardwal::rng::SplitMix;
 
@@ -28,50 +30,6 @@ const SEED: &str = "7";
 /// Directories crashed (at least); with the repeated crashes below, 22
 /// crash points.
 const TRIALS: u64 = 14;
-
-fn newest_mtime(dir: &Path) -> SystemTime {
-    let mut newest = SystemTime::UNIX_EPOCH;
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let md = e.metadata().expect("stat");
-        let t = if md.is_dir() {
-            newest_mtime(&e.path())
-        } else {
-            md.modified().expect("mtime")
-        };
-        newest = newest.max(t);
-    }
-    newest
-}
-
-/// The release build of the example, built if missing or stale.
-fn example() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|t| if t.is_absolute() { t } else { root.join(t) })
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("release/examples/streaming");
-    let sources = newest_mtime(&root.join("src"))
-        .max(newest_mtime(&root.join("examples")))
-        .max(
-            std::fs::metadata(root.join("Cargo.toml"))
-                .and_then(|m| m.modified())
-                .expect("Cargo.toml"),
-        );
-    let fresh = std::fs::metadata(&bin)
-        .and_then(|m| m.modified())
-        .is_ok_and(|t| t >= sources);
-    if !fresh {
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "--release", "--example", "streaming"])
-            .current_dir(&root)
-            .status()
-            .expect("run cargo build");
-        assert!(st.success(), "building the streaming example failed");
-    }
-    assert!(bin.exists(), "{} is missing", bin.display());
-    bin
-}
 
 /// How one run ended.
 enum End {
@@ -127,7 +85,7 @@ fn cli(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn killed_at_random_points_the_demo_recovers_the_clean_state() {
-    let bin = example();
+    let bin = demo_common::example();
     let tmp = tempfile::tempdir().expect("tempdir");
     let t0 = Instant::now();
     // Durations of complete runs: crash points are drawn across the median

@@ -183,7 +183,7 @@ async fn find_log(store: &dyn ObjectStore, prefix: &ObjPath) -> Result<[u8; 16]>
         [id] => Ok(*id),
         [] => Err(archive_err(
             prefix.to_string(),
-            "no archived log under this prefix",
+            "no archived log under this prefix: nothing was archived here",
         )),
         many => Err(archive_err(
             prefix.to_string(),

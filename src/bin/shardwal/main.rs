@@ -6,6 +6,8 @@
 //!                                       records with LSN, epoch, kind and payload
 //! shardwal verify DIR                   full CRC scan of segments, snapshots and manifests
 //! shardwal recover DIR [--dry-run]      run recovery (or show what it would do)
+//! shardwal restore --from URL DIR [--repair]
+//!                                       rebuild a log directory from its archive
 //! shardwal bench [--workload W] [--seconds S]
 //!                                       macro-benchmark against raw file baselines
 //! ```
@@ -33,6 +35,7 @@ mod inspect;
 mod logdir;
 mod output;
 mod recover;
+mod restore;
 mod verify;
 
 use std::path::PathBuf;
@@ -126,6 +129,20 @@ enum Cmd {
         #[arg(long, conflicts_with = "dry_run")]
         repair: bool,
     },
+    /// Rebuild a log directory from its object-store archive, to the
+    /// archive's sealed epoch; every downloaded byte is checked.
+    Restore {
+        /// The archive: file:///path, or s3://bucket/prefix (AWS_*
+        /// environment variables).
+        #[arg(long)]
+        from: String,
+        /// The new log directory (absent or empty).
+        dir: PathBuf,
+        /// When the newest index names a missing or damaged object, restore
+        /// the newest older index that is whole instead of failing.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Macro-benchmark: shardwal against raw file baselines, in one run.
     Bench(bench::Args),
 }
@@ -157,6 +174,7 @@ fn main() -> ExitCode {
             dry_run,
             repair,
         } => recover::run(&dir, dry_run, repair, json),
+        Cmd::Restore { from, dir, repair } => restore::run(&from, &dir, repair, json),
         Cmd::Bench(args) => bench::run(&args, json),
     };
     match r {
