@@ -558,6 +558,9 @@ impl Archiver {
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         files.dedup_by(|a, b| a.path == b.path);
+        // Forget files that are gone locally (truncated segments).
+        self.files
+            .retain(|p, _| files.binary_search_by(|f| f.path.as_str().cmp(p)).is_ok());
         let ix = ArchiveIndex {
             version: INDEX_VERSION,
             log_id: names::log_id_hex(self.log_id),

@@ -12,6 +12,7 @@
 //! | `large` | 4 KiB appends, `Never` | as `buffered`, 4 KiB |
 //! | `recover` | `ShardLog::open` (full recovery scan) of a log of `--recover-mib` MiB of 128 B records written by the run | O_DIRECT sequential read of the same segment files |
 //! | `epoch` | seal latency: `advance_epoch().wait()` on a 2-shard `Runtime` (auto barriers) | one 4 KiB `pwrite` + `sync_data`, on a prefilled file and on a growing one |
+//! | `archive` | a 2-shard runtime appending 128 B records at full speed with 10 ms epochs, archiving to an object store: throughput, archive lag, then `restore` and the time to the first replayed record | the same runs with archiving off, interleaved |
 //! | `checkpoint` | a 2-shard `Runtime` whose engines answer barriers inline: seal latency idle and under load, barrier delivery to an awaiting engine, append throughput with 10 ms epochs, and one streamed checkpoint of `--state-mib` MiB per shard under half load | appends without epochs; O_DIRECT sequential write of the snapshots' bytes |
 //!
 //! Latency is per operation: per append (`buffered`, `large`: every 16th
@@ -26,6 +27,7 @@
 //! baselines), and one module per workload.
 
 mod appends;
+mod archive;
 mod checkpoint;
 mod epoch;
 mod group;
@@ -68,6 +70,11 @@ pub struct Args {
     /// State per shard that the `checkpoint` workload snapshots, in MiB.
     #[arg(long, default_value_t = 1024)]
     state_mib: u64,
+    /// Where the `archive` workload archives (file:///path or
+    /// s3://bucket/prefix). Default: the local filesystem backend in the
+    /// scratch directory.
+    #[arg(long)]
+    archive_url: Option<String>,
 }
 
 /// A benchmark workload.
@@ -92,8 +99,10 @@ pub enum Workload {
     Replay,
     /// One-pass reopen of the same bytes in 1 MiB and in 64 MiB segments.
     Segments,
-    /// Every workload but `checkpoint`, `replay` and `segments` (which
-    /// write gigabytes), in this order.
+    /// Append throughput with archiving off and on, archive lag, restore.
+    Archive,
+    /// Every workload but `checkpoint`, `replay`, `segments` (which write
+    /// gigabytes) and `archive`, in this order.
     All,
 }
 
@@ -149,6 +158,7 @@ pub fn run(a: &Args, json: bool) -> CmdResult {
             Workload::Checkpoint => checkpoint::run(&scratch, dur, a.state_mib)?,
             Workload::Replay => replay::run(&scratch, a.replay_mib)?,
             Workload::Segments => replay::run_segments(&ex, &scratch, a.replay_mib)?,
+            Workload::Archive => archive::run(&scratch, dur, a.archive_url.as_deref())?,
             Workload::All => unreachable!("expanded above"),
         };
         if json {
