@@ -264,3 +264,5 @@ pub fn test_seed(what: &str) -> u64 {
     eprintln!("{what}: SHARDWAL_TEST_SEED={seed}");
     seed
 }
+pub mod flaky_store;
+pub mod s3_server;
