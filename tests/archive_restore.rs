@@ -3,13 +3,16 @@
 //! archive reached, with the same state; the restored node goes on and
 //! archives to the same prefix under a newer lease, which stops the old
 //! writer; a damaged object is an error naming it, and `repair` falls back
-//! to an older index; truncation waits for the archive.
+//! to an older index; truncation waits for the archive, and uploads that
+//! fail are retried without the watermark moving. One test runs the whole
+//! round trip against a real S3 server (moto) on loopback.
 //!
 //! The engine keeps per-key state (an order-sensitive hash chain of the
 //! values logged for the key), checkpoints it at some barriers, and
 //! restores it from its snapshots plus its replay: a restore that lost or
 //! reordered a record, or replayed one past the cut, changes the state.
 
+mod common;
 mod runtime_common;
 
 use std::collections::BTreeMap;
@@ -152,7 +155,7 @@ fn start(
                     }
                 }
                 if write {
-                    for _ in 0..8 {
+                    for _ in 0..24 {
                         let k = keys[(rng.next_u64() % keys.len() as u64) as usize];
                         let mut p = [0u8; 16];
                         p[..8].copy_from_slice(&k.to_le_bytes());
@@ -187,9 +190,13 @@ fn collect(rx: &mpsc::Receiver<Msg>, cores: usize, restored: bool) -> State {
 
 /// `epochs` epochs, a checkpoint every third.
 fn drive(rt: &Runtime, epochs: usize) {
+    drive_every(rt, epochs, Duration::from_millis(4));
+}
+
+fn drive_every(rt: &Runtime, epochs: usize, gap: Duration) {
     let c = rt.coordinator();
     for i in 0..epochs {
-        std::thread::sleep(Duration::from_millis(4));
+        std::thread::sleep(gap);
         if i % 3 == 2 {
             c.checkpoint()
                 .and_then(|t| t.wait_timeout(Duration::from_secs(30)))
@@ -239,7 +246,18 @@ fn objects(store: &Arc<dyn ObjectStore>, under: &str) -> Vec<String> {
 
 #[test]
 fn an_archived_log_restores_elsewhere_with_another_shard_count_and_goes_on() {
-    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+    round_trip(Arc::new(InMemory::new()));
+}
+
+#[test]
+fn the_round_trip_through_a_real_s3_server() {
+    let Some(server) = common::s3_server::S3Server::start() else {
+        return;
+    };
+    round_trip(server.store());
+}
+
+fn round_trip(store: Arc<dyn ObjectStore>) {
     let a = tempfile::tempdir().unwrap();
     let (rt, rx) = start(a.path(), 2, true, Some(archive(store.clone())));
     assert!(collect(&rx, 2, true).is_empty());
@@ -412,6 +430,59 @@ fn a_damaged_object_is_named_and_repair_falls_back() {
     let (rt, rx) = start(&b.path().join("log"), 2, false, None);
     assert_eq!(rt.recovery_report().sealed, epoch);
     collect(&rx, 2, true);
+    rt.shutdown().unwrap();
+    collect(&rx, 2, false);
+}
+
+#[test]
+fn truncation_waits_for_the_archive_and_failed_uploads_are_retried() {
+    use common::flaky_store::FlakyStore;
+    let flaky = Arc::new(FlakyStore::new(Arc::new(InMemory::new()), 0x7A11));
+    // Every upload fails: the store is down.
+    flaky.set_put_fail_ppm(1_000_000);
+    let store: Arc<dyn ObjectStore> = flaky.clone();
+    let a = tempfile::tempdir().unwrap();
+    let (rt, rx) = start(a.path(), 2, true, Some(archive(store.clone())));
+    collect(&rx, 2, true);
+    drive_every(&rt, 30, Duration::from_millis(15));
+    let c = rt.coordinator();
+    assert_eq!(
+        c.archived_epoch(),
+        Some(Epoch(0)),
+        "nothing is archived while uploads fail"
+    );
+    assert!(flaky.counts().put_failed > 0, "uploads were tried");
+    let held = segments(a.path(), 0);
+    assert!(held.len() >= 4, "the log rolled: {} segments", held.len());
+    assert_eq!(
+        held[0].index, 0,
+        "no segment was truncated before it was archived"
+    );
+    let waiting = c.wait_archived(c.sealed_epoch()).unwrap();
+    assert!(waiting.wait_timeout(Duration::from_millis(200)).is_err());
+    // The store comes back, flaky: one upload in four fails, and is retried.
+    flaky.set_put_fail_ppm(250_000);
+    waiting
+        .wait_timeout(Duration::from_secs(60))
+        .expect("the archive catches up once uploads succeed");
+    drive_every(&rt, 6, Duration::from_millis(15));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while segments(a.path(), 0)[0].index == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "truncation never happened after the archive caught up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rt.shutdown().unwrap();
+    let written = collect(&rx, 2, false);
+    assert!(flaky.counts().put_failed > 0);
+    flaky.set_enabled(false);
+    let b = tempfile::tempdir().unwrap();
+    let bdir = b.path().join("log");
+    restore_to(&store, &bdir, false).expect("restore");
+    let (rt, rx) = start(&bdir, 2, false, None);
+    assert_eq!(collect(&rx, 2, true), written);
     rt.shutdown().unwrap();
     collect(&rx, 2, false);
 }

@@ -80,7 +80,9 @@ impl ArchiveConfig {
         }
     }
 
-    /// `file:///path` (the local filesystem backend, created if missing),
+    /// `file:///path` (the local filesystem backend, created if missing,
+    /// with `fsync` of every object and its directory: the backend's
+    /// default does not fsync),
     /// `memory://` (in-process, for tests) or `s3://bucket/prefix` (S3 or
     /// an S3-compatible server, configured from the usual `AWS_*`
     /// environment variables, `AWS_ENDPOINT` and `AWS_ALLOW_HTTP`

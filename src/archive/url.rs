@@ -20,8 +20,12 @@ pub(super) fn parse(url: &str) -> Result<ArchiveConfig> {
                 return Err(bad("a file URL needs an absolute path".into()));
             }
             std::fs::create_dir_all(rest).map_err(|e| Error::io("create directory", rest, e))?;
+            // object_store's local backend renames a written temp file into
+            // place but does not fsync it unless asked: an archived epoch
+            // must survive a power loss of the archive's machine too.
             let fs = object_store::local::LocalFileSystem::new_with_prefix(rest)
-                .map_err(|e| bad(e.to_string()))?;
+                .map_err(|e| bad(e.to_string()))?
+                .with_fsync(true);
             (Arc::new(fs), ObjPath::default())
         }
         "memory" => (
