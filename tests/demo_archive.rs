@@ -54,21 +54,6 @@ fn lose_the_disk_with(
     stdout
 }
 
-fn cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shardwal"))
-        .args(args)
-        .output()
-        .expect("run shardwal");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn losing_the_disk_loses_nothing_the_archive_held() {
     let bin = demo_common::example();
@@ -91,12 +76,12 @@ fn losing_the_disk_loses_nothing_the_archive_held() {
             // The archive now also holds the restored node's epochs.
             let dir = tmp.path().join("cli-restored");
             let d = dir.to_str().unwrap();
-            let (code, text) = cli(&["restore", "--from", &url, d]);
+            let (code, text) = demo_common::cli(&["restore", "--from", &url, d]);
             assert_eq!(code, 0, "{text}");
             assert!(text.contains("restored"), "{text}");
-            let (code, text) = cli(&["verify", d]);
+            let (code, text) = demo_common::cli(&["verify", d]);
             assert_eq!(code, 0, "verify the restored directory: {text}");
-            let (code, text) = cli(&["restore", "--from", &url, d]);
+            let (code, text) = demo_common::cli(&["restore", "--from", &url, d]);
             assert_eq!(code, 2, "a restore into a log directory is refused: {text}");
             assert!(text.contains("not empty"), "{text}");
         }

@@ -67,22 +67,6 @@ fn run(bin: &Path, dir: &Path, crash_ms: Option<u64>) -> End {
     End::Hash(hash)
 }
 
-/// Run the `shardwal` CLI: (exit status, stdout + stderr).
-fn cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_shardwal"))
-        .args(args)
-        .output()
-        .expect("run shardwal");
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn killed_at_random_points_the_demo_recovers_the_clean_state() {
     let bin = demo_common::example();
@@ -152,15 +136,15 @@ fn killed_at_random_points_the_demo_recovers_the_clean_state() {
         // A kill never leaves corruption: `shardwal verify` exits 0 (clean or
         // a torn tail). On some directories, `shardwal recover` repairs the
         // log before the demo restarts, which must not change the outcome.
-        let (code, out) = cli(&["verify", dir.to_str().unwrap()]);
+        let (code, out) = demo_common::cli(&["verify", dir.to_str().unwrap()]);
         assert_eq!(
             code, 0,
             "trial {trial}: verify after crashes at {points:?}:\n{out}"
         );
         if trial % 4 == 2 {
-            let (code, out) = cli(&["recover", dir.to_str().unwrap()]);
+            let (code, out) = demo_common::cli(&["recover", dir.to_str().unwrap()]);
             assert_eq!(code, 0, "trial {trial}: shardwal recover:\n{out}");
-            let (code, out) = cli(&["verify", dir.to_str().unwrap()]);
+            let (code, out) = demo_common::cli(&["verify", dir.to_str().unwrap()]);
             assert!(
                 code == 0 && out.contains("verify: OK\n"),
                 "trial {trial}: verify after recover:\n{out}"

@@ -18,7 +18,7 @@ use futures_lite::StreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-use super::index::{ArchiveIndex, MAX_INDEX, PART_MAX};
+use super::index::{ArchiveIndex, MAX_INDEX};
 use super::names;
 use crate::error::{Error, Result};
 use crate::ids::Epoch;
@@ -275,7 +275,9 @@ async fn write_files(
                     .get(&object)
                     .await
                     .map_err(|e| archive_err(object.to_string(), e))?;
-                if b.meta.size != part.len || part.len > PART_MAX {
+                // Before the body is read: an object of another size is
+                // refused without allocating for it.
+                if b.meta.size != part.len {
                     return Err(archive_err(
                         object.to_string(),
                         format!("holds {} bytes, the index says {}", b.meta.size, part.len),

@@ -167,6 +167,16 @@ enum PassError {
     Superseded(String),
     /// Given up (at shutdown) or failed: try again at the next pass.
     Failed(String),
+    /// A create-once object (lease, index) is there already.
+    Exists(String),
+}
+
+/// `PutMode::Create`: the lease and the index are created once.
+fn create_once() -> PutOptions {
+    PutOptions {
+        mode: PutMode::Create,
+        ..Default::default()
+    }
 }
 
 fn run(start: ArchiverStart, stop: Arc<Stop>, wake: Receiver<()>) {
@@ -189,7 +199,6 @@ fn run(start: ArchiverStart, stop: Arc<Stop>, wake: Receiver<()>) {
     let on_archived = start.on_archived;
     let mut a = Archiver {
         root: names::log_root(&start.cfg.prefix, start.log_id),
-        store: start.cfg.store.clone(),
         cfg: start.cfg,
         log_dir: start.log_dir,
         log_id: start.log_id,
@@ -203,9 +212,7 @@ fn run(start: ArchiverStart, stop: Arc<Stop>, wake: Receiver<()>) {
         buf: Vec::new(),
     };
     if let Err(e) = rt.block_on(a.init()) {
-        let why = match e {
-            PassError::Superseded(w) | PassError::Failed(w) => w,
-        };
+        let why = pass_msg(e);
         tracing::error!(error = %why, "archiving is off: the archiver could not start");
         shared.set_error(Some(why.clone()));
         shared.stop(&why);
@@ -241,7 +248,7 @@ fn run(start: ArchiverStart, stop: Arc<Stop>, wake: Receiver<()>) {
                     shared.stop(&why);
                     return;
                 }
-                Err(PassError::Failed(why)) => {
+                Err(PassError::Failed(why) | PassError::Exists(why)) => {
                     tracing::warn!(epoch = latest.0, error = %why, "archive pass failed; retried");
                     shared.set_error(Some(why));
                 }
@@ -295,7 +302,6 @@ struct Uploaded {
 
 struct Archiver {
     cfg: ArchiveConfig,
-    store: Arc<dyn ObjectStore>,
     root: ObjPath,
     log_dir: PathBuf,
     log_id: [u8; 16],
@@ -318,7 +324,7 @@ fn failed(what: &str, e: impl std::fmt::Display) -> PassError {
 
 impl Archiver {
     /// Run `op` until it succeeds, with exponential backoff; give up only
-    /// past the shutdown deadline. `permanent` errors are not retried.
+    /// past the shutdown deadline. `AlreadyExists` is not retried.
     async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> std::result::Result<T, PassError>
     where
         F: FnMut() -> Fut,
@@ -329,7 +335,7 @@ impl Archiver {
             match op().await {
                 Ok(v) => return Ok(v),
                 Err(e @ object_store::Error::AlreadyExists { .. }) => {
-                    return Err(failed(what, e));
+                    return Err(PassError::Exists(format!("{what}: {e}")));
                 }
                 Err(e) => {
                     if self.stop.past_deadline() {
@@ -346,7 +352,7 @@ impl Archiver {
     async fn list_names(&self, dir: &ObjPath) -> std::result::Result<Vec<String>, PassError> {
         self.retry("list", || async {
             let mut out = Vec::new();
-            let mut s = self.store.list(Some(dir));
+            let mut s = self.cfg.store.list(Some(dir));
             while let Some(m) = s.next().await {
                 out.push(m?.location.to_string());
             }
@@ -370,19 +376,16 @@ impl Archiver {
             std::process::id(),
             self.log_dir.display().to_string()
         );
-        let create = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
         match self
             .retry("create the lease", || {
-                self.store
-                    .put_opts(&lease, PutPayload::from(body.clone()), create.clone())
+                self.cfg
+                    .store
+                    .put_opts(&lease, PutPayload::from(body.clone()), create_once())
             })
             .await
         {
             Ok(_) => {}
-            Err(PassError::Failed(why)) if why.contains("already exists") => {
+            Err(PassError::Exists(_)) => {
                 return Err(PassError::Superseded(format!(
                     "another writer took archive generation {g} at {lease}"
                 )));
@@ -424,7 +427,7 @@ impl Archiver {
 
     async fn read_index(&self, p: &ObjPath) -> std::result::Result<ArchiveIndex, String> {
         let meta = self
-            .retry("head index", || self.store.head(p))
+            .retry("head index", || self.cfg.store.head(p))
             .await
             .map_err(pass_msg)?;
         if meta.size > MAX_INDEX {
@@ -432,7 +435,7 @@ impl Archiver {
         }
         let b = self
             .retry("get index", || async {
-                self.store.get(p).await?.bytes().await
+                self.cfg.store.get(p).await?.bytes().await
             })
             .await
             .map_err(pass_msg)?;
@@ -525,7 +528,6 @@ impl Archiver {
         // Upload, in plan order.
         let mut files = Vec::with_capacity(plan.len());
         let mut bytes = 0u64;
-        let mut done_shards = vec![true; self.points.len()];
         for (i, (rel, upto, live)) in plan.iter().enumerate() {
             match self.archive_file(rel, *upto).await {
                 Ok(Some((entry, sent))) => {
@@ -541,17 +543,11 @@ impl Archiver {
                         )));
                     }
                 }
-                Err(e) => {
-                    if let Some(s) = live {
-                        done_shards[*s] = false;
-                    }
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
             // A live shard's files are all in once the plan moves past them.
             if let Some(s) = live
                 && plan.get(i + 1).is_none_or(|n| n.2 != Some(*s))
-                && done_shards[*s]
             {
                 self.shared.set_shard(*s, target);
             }
@@ -570,7 +566,7 @@ impl Archiver {
         };
         // The fence: a newer writer may have taken the prefix.
         let next = names::lease(&self.root, self.generation + 1);
-        match self.store.head(&next).await {
+        match self.cfg.store.head(&next).await {
             Ok(_) => {
                 return Err(PassError::Superseded(format!(
                     "a newer writer took the archive (lease {next}); this one stops"
@@ -581,26 +577,19 @@ impl Archiver {
         }
         let path = names::index(&self.root, self.generation, target.0);
         let body = PutPayload::from(ix.encode());
-        let create = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
         match self
             .retry("put the index", || {
-                self.store.put_opts(&path, body.clone(), create.clone())
+                self.cfg.store.put_opts(&path, body.clone(), create_once())
             })
             .await
         {
             Ok(_) => {}
-            Err(PassError::Failed(why)) if why.contains("already exists") => {
+            Err(PassError::Exists(_)) => {
                 return Err(PassError::Superseded(format!(
                     "index {path} already exists: another writer uses this generation"
                 )));
             }
             Err(e) => return Err(e),
-        }
-        for s in 0..self.points.len() {
-            self.shared.set_shard(s, target);
         }
         self.shared.set_archived(target);
         tracing::debug!(
@@ -623,7 +612,7 @@ impl Archiver {
             let Some((old, _)) = self.recent.pop_front() else {
                 break;
             };
-            if let Err(e) = self.store.delete(&old).await {
+            if let Err(e) = self.cfg.store.delete(&old).await {
                 tracing::warn!(index = %old, error = %e, "could not delete an old index");
             }
         }
@@ -636,7 +625,7 @@ impl Archiver {
             .collect();
         for o in unneeded {
             let p = names::under(&self.root, &o);
-            match self.store.delete(&p).await {
+            match self.cfg.store.delete(&p).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {
                     self.known.remove(&o);
                     self.files
@@ -733,10 +722,10 @@ impl Archiver {
             let payload = PutPayload::from(bytes.to_vec());
             let want = bytes.len() as u64;
             self.retry("upload", || async {
-                self.store.put(&p, payload.clone()).await?;
+                self.cfg.store.put(&p, payload.clone()).await?;
                 // The check that makes the retry safe: the object is there,
                 // whole.
-                let meta = self.store.head(&p).await?;
+                let meta = self.cfg.store.head(&p).await?;
                 if meta.size != want {
                     return Err(object_store::Error::Generic {
                         store: "shardwal",
@@ -762,7 +751,7 @@ impl Archiver {
 
 fn pass_msg(e: PassError) -> String {
     match e {
-        PassError::Superseded(w) | PassError::Failed(w) => w,
+        PassError::Superseded(w) | PassError::Failed(w) | PassError::Exists(w) => w,
     }
 }
 

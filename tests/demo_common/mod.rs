@@ -1,5 +1,6 @@
 //! Shared by the tests that run `examples/streaming.rs`: the release build
-//! of the example, built once if it is missing or older than the sources.
+//! of the example, built once if it is missing or older than the sources,
+//! and the `shardwal` CLI.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -48,4 +49,20 @@ pub fn example() -> PathBuf {
     }
     assert!(bin.exists(), "{} is missing", bin.display());
     bin
+}
+
+/// Run the `shardwal` CLI: (exit status, stdout + stderr).
+pub fn cli(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_shardwal"))
+        .args(args)
+        .output()
+        .expect("run shardwal");
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
