@@ -5,7 +5,8 @@
 //! writer; a damaged object is an error naming it, and `repair` falls back
 //! to an older index; truncation waits for the archive, and uploads that
 //! fail are retried without the watermark moving. One test runs the whole
-//! round trip against a real S3 server (moto) on loopback.
+//! round trip against a real S3 server (moto) on loopback (with the `s3`
+//! cargo feature; `.ci/run` runs it).
 //!
 //! The engine keeps per-key state (an order-sensitive hash chain of the
 //! values logged for the key), checkpoints it at some barriers, and
@@ -249,6 +250,7 @@ fn an_archived_log_restores_elsewhere_with_another_shard_count_and_goes_on() {
     round_trip(Arc::new(InMemory::new()));
 }
 
+#[cfg(feature = "s3")]
 #[test]
 fn the_round_trip_through_a_real_s3_server() {
     let Some(server) = common::s3_server::S3Server::start() else {

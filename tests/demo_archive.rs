@@ -6,7 +6,8 @@
 //! watermark the dead node printed and that the final state hash equals a
 //! run that never crashed; this test runs it at seeded random kill points
 //! against the local-filesystem backend and, when an S3 server can be
-//! started (`tests/common/s3_server.rs`), against S3 on loopback.
+//! started (`tests/common/s3_server.rs`) and with the `s3` cargo feature,
+//! against S3 on loopback.
 //!
 //! It also restores through the CLI (`shardwal restore --from URL DIR`),
 //! verifies the result with `shardwal verify`, and checks that a restore
@@ -92,6 +93,7 @@ fn losing_the_disk_loses_nothing_the_archive_held() {
     );
 }
 
+#[cfg(feature = "s3")]
 #[test]
 fn losing_the_disk_with_the_archive_on_s3() {
     let Some(server) = common::s3_server::S3Server::start() else {

@@ -2,8 +2,10 @@
 //! `common::s3_server`) reached through `object_store`'s `AmazonS3`, and
 //! `common::flaky_store::FlakyStore` over `object_store::memory::InMemory`.
 //!
-//! The S3 tests skip (with a "skipping: ..." line) where `moto_server` is
-//! not installed; `.ci/run` installs it.
+//! The S3 tests need the `s3` cargo feature (`cargo test --release
+//! --features s3 --test object_store_backends`), and skip (with a
+//! "skipping: ..." line) where `moto_server` is not installed; `.ci/run`
+//! installs it and runs them.
 
 mod common;
 
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::flaky_store::{FlakyStore, PPM};
+#[cfg(feature = "s3")]
 use common::s3_server::S3Server;
 use futures_lite::StreamExt;
 use object_store::memory::InMemory;
@@ -93,10 +96,12 @@ async fn multipart(
     up.complete().await.map(|_| ())
 }
 
+#[cfg(feature = "s3")]
 fn s3() -> Option<S3Server> {
     S3Server::start()
 }
 
+#[cfg(feature = "s3")]
 #[test]
 fn s3_put_get_head_round_trip() {
     let Some(server) = s3() else { return };
@@ -129,6 +134,7 @@ fn s3_put_get_head_round_trip() {
     });
 }
 
+#[cfg(feature = "s3")]
 #[test]
 fn s3_list_under_a_prefix() {
     let Some(server) = s3() else { return };
@@ -160,6 +166,7 @@ fn s3_list_under_a_prefix() {
     });
 }
 
+#[cfg(feature = "s3")]
 #[test]
 fn s3_multipart_upload_of_12_mib() {
     let Some(server) = s3() else { return };
@@ -186,6 +193,7 @@ fn s3_multipart_upload_of_12_mib() {
     });
 }
 
+#[cfg(feature = "s3")]
 #[test]
 fn s3_create_conflict_is_already_exists() {
     let Some(server) = s3() else { return };
@@ -209,6 +217,7 @@ fn s3_create_conflict_is_already_exists() {
     });
 }
 
+#[cfg(feature = "s3")]
 #[test]
 fn s3_delete() {
     let Some(server) = s3() else { return };

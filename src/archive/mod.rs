@@ -86,7 +86,9 @@ impl ArchiveConfig {
     /// `memory://` (in-process, for tests) or `s3://bucket/prefix` (S3 or
     /// an S3-compatible server, configured from the usual `AWS_*`
     /// environment variables, `AWS_ENDPOINT` and `AWS_ALLOW_HTTP`
-    /// included).
+    /// included; only with the `s3` cargo feature, an error without it).
+    /// Any other `object_store` backend the application builds itself goes
+    /// through [`ArchiveConfig::new`].
     pub fn from_url(url: &str) -> Result<ArchiveConfig> {
         url::parse(url)
     }

@@ -37,15 +37,27 @@ pub(super) fn parse(url: &str) -> Result<ArchiveConfig> {
             if bucket.is_empty() {
                 return Err(bad("no bucket".into()));
             }
-            let s3 = object_store::aws::AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .build()
-                .map_err(|e| bad(e.to_string()))?;
-            (Arc::new(s3), ObjPath::from(prefix))
+            (s3_store(bucket).map_err(bad)?, ObjPath::from(prefix))
         }
         other => return Err(bad(format!("unknown scheme {other:?}"))),
     };
     Ok(ArchiveConfig::new(store, prefix))
+}
+
+/// The S3 client for `bucket`, configured from the `AWS_*` environment.
+#[cfg(feature = "s3")]
+fn s3_store(bucket: &str) -> std::result::Result<Arc<dyn ObjectStore>, String> {
+    let s3 = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(s3))
+}
+
+/// Without the `s3` feature there is no S3 client to build.
+#[cfg(not(feature = "s3"))]
+fn s3_store(_bucket: &str) -> std::result::Result<Arc<dyn ObjectStore>, String> {
+    Err("this shardwal was built without S3 support: build it with the `s3` cargo feature".into())
 }
 
 #[cfg(test)]
@@ -62,5 +74,13 @@ mod tests {
         assert!(parse("file://relative").is_err());
         assert!(parse("ftp://x").is_err());
         assert!(parse("nothing").is_err());
+        assert!(parse("s3:///x").is_err());
+        #[cfg(not(feature = "s3"))]
+        assert!(
+            parse("s3://bucket/p")
+                .unwrap_err()
+                .to_string()
+                .contains("`s3` cargo feature")
+        );
     }
 }

@@ -265,4 +265,5 @@ pub fn test_seed(what: &str) -> u64 {
     seed
 }
 pub mod flaky_store;
+#[cfg(feature = "s3")]
 pub mod s3_server;

@@ -133,7 +133,8 @@ enum Cmd {
     /// archive's sealed epoch; every downloaded byte is checked.
     Restore {
         /// The archive: file:///path, or s3://bucket/prefix (AWS_*
-        /// environment variables).
+        /// environment variables; needs shardwal built with `--features
+        /// s3`).
         #[arg(long)]
         from: String,
         /// The new log directory (absent or empty).

@@ -70,8 +70,8 @@ pub struct Args {
     /// State per shard that the `checkpoint` workload snapshots, in MiB.
     #[arg(long, default_value_t = 1024)]
     state_mib: u64,
-    /// Where the `archive` workload archives (file:///path or
-    /// s3://bucket/prefix). Default: the local filesystem backend in the
+    /// Where the `archive` workload archives (file:///path or, built with
+    /// `--features s3`, s3://bucket/prefix). Default: the local filesystem backend in the
     /// scratch directory.
     #[arg(long)]
     archive_url: Option<String>,
