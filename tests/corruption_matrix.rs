@@ -225,7 +225,7 @@ struct Acked {
 
 /// Run the child on `dir` until it says it is idle, then SIGKILL it.
 fn write_log_and_kill(dir: &Path) -> Acked {
-    let mut child = child_process::child_test("corruption_matrix_child")
+    let mut child = child_process::child_test(module_path!(), "corruption_matrix_child")
         .env(DIR_ENV, dir)
         .stdout(Stdio::piped())
         .spawn()

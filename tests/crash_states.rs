@@ -1296,7 +1296,7 @@ fn every_crash_state_recovers_the_acknowledged_log() {
     let mut respawns = 0;
     let mut seed = first;
     while fig.states < target {
-        let out = child_process::child_test("crash_states_of_one_workload")
+        let out = child_process::child_test(module_path!(), "crash_states_of_one_workload")
             .env("SHARDWAL_CRASH_SEED", seed.to_string())
             .env_remove("SHARDWAL_CRASH_POINT")
             .env_remove("SHARDWAL_CRASH_STATE")
