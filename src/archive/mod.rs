@@ -20,9 +20,11 @@
 //! - `restore.rs`: [`restore`];
 //! - `url.rs`: [`ArchiveConfig::from_url`].
 
+mod chunk;
 mod index;
 mod names;
 pub(crate) mod points;
+mod priority;
 mod restore;
 pub(crate) mod upload;
 mod url;
@@ -64,6 +66,11 @@ pub struct ArchiveConfig {
     /// At shutdown, the final pass (up to the final sealed epoch) may take
     /// this long before the runtime gives up on it. Default 60 s.
     pub final_pass_timeout: Duration,
+    /// Run the archiver's threads in the background (nice 10 and the idle
+    /// I/O class), so that the shards' appends and syncs come first when
+    /// the cores or the disk are busy; the archive then lags more under a
+    /// saturated disk. Default `true`.
+    pub background: bool,
 }
 
 impl ArchiveConfig {
@@ -77,6 +84,7 @@ impl ArchiveConfig {
             keep_indexes: 4,
             retry_max: Duration::from_secs(5),
             final_pass_timeout: Duration::from_secs(60),
+            background: true,
         }
     }
 

@@ -28,23 +28,23 @@
 //! 4. **Retention**: the objects no kept index names are deleted.
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, select};
 use futures_lite::StreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use super::chunk::{ChunkFile, ChunkPool};
 use super::index::{ArchiveIndex, FileEntry, INDEX_VERSION, MAX_INDEX, PART_MAX, Part};
 use super::names;
 use super::points::{Point, ShardPoints};
+use super::priority;
 use super::{ArchiveConfig, ArchiveShared};
 use crate::checkpoint::{manifest, snapshot};
 use crate::error::{Error, Result};
@@ -181,10 +181,13 @@ fn create_once() -> PutOptions {
 
 fn run(start: ArchiverStart, stop: Arc<Stop>, wake: Receiver<()>) {
     let shared = start.shared.clone();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_current_thread();
+    if start.cfg.background {
+        priority::background_thread();
+        // The blocking threads (the local backend's file I/O) too.
+        builder.on_thread_start(priority::background_thread);
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             let why = format!("could not start its I/O runtime: {e}");
@@ -209,7 +212,7 @@ fn run(start: ArchiverStart, stop: Arc<Stop>, wake: Receiver<()>) {
         known: HashSet::new(),
         files: BTreeMap::new(),
         recent: VecDeque::new(),
-        buf: Vec::new(),
+        pool: ChunkPool::new(PART_MAX as usize),
     };
     if let Err(e) = rt.block_on(a.init()) {
         let why = pass_msg(e);
@@ -315,7 +318,8 @@ struct Archiver {
     files: BTreeMap<String, Uploaded>,
     /// The kept indexes, oldest first, with the objects each names.
     recent: VecDeque<(ObjPath, HashSet<String>)>,
-    buf: Vec<u8>,
+    /// Read buffers, handed to the store as payloads.
+    pool: ChunkPool,
 }
 
 fn failed(what: &str, e: impl std::fmt::Display) -> PassError {
@@ -644,15 +648,14 @@ impl Archiver {
         upto: Upto,
     ) -> std::result::Result<Option<(FileEntry, u64)>, PassError> {
         let path = self.log_dir.join(rel);
-        let file = match File::open(&path) {
+        let file = match ChunkFile::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(failed(&format!("open {}", path.display()), e)),
         };
         let len = file
-            .metadata()
-            .map_err(|e| failed(&format!("stat {}", path.display()), e))?
-            .len();
+            .len()
+            .map_err(|e| failed(&format!("stat {}", path.display()), e))?;
         let end = match upto {
             Upto::Whole | Upto::Fresh => len,
             Upto::Prefix(e) => e.min(len),
@@ -666,36 +669,33 @@ impl Archiver {
         let mut at = up.parts.last().map_or(0, |p| p.offset + p.len);
         let mut zeros_from: Option<u64> = None;
         let mut sent = 0u64;
-        let mut buf = std::mem::take(&mut self.buf);
         let r: std::result::Result<(), PassError> = async {
             while at < end {
                 let n = (end - at).min(PART_MAX) as usize;
-                buf.resize(n, 0);
-                file.read_exact_at(&mut buf, at)
+                let chunk = file
+                    .read(&mut self.pool, at, n)
                     .map_err(|e| failed(&format!("read {}", path.display()), e))?;
-                drop_cached(&file, at, n as u64);
-                if buf.iter().all(|&b| b == 0) {
+                if chunk.iter().all(|&b| b == 0) {
                     zeros_from.get_or_insert(at);
                     at += n as u64;
                     continue;
                 }
                 if let Some(z) = zeros_from.take() {
                     // Zeros followed by data: they are bytes of the file.
-                    let zero = vec![0u8; PART_MAX as usize];
+                    let zero = Bytes::from(vec![0u8; PART_MAX as usize]);
                     let mut zat = z;
                     while zat < at {
                         let zn = (at - zat).min(PART_MAX) as usize;
-                        sent += self.put_part(rel, zat, &zero[..zn], &mut up).await?;
+                        sent += self.put_part(rel, zat, zero.slice(..zn), &mut up).await?;
                         zat += zn as u64;
                     }
                 }
-                sent += self.put_part(rel, at, &buf, &mut up).await?;
+                sent += self.put_part(rel, at, chunk, &mut up).await?;
                 at += n as u64;
             }
             Ok(())
         }
         .await;
-        self.buf = buf;
         let entry = FileEntry {
             path: rel.to_string(),
             len,
@@ -711,16 +711,16 @@ impl Archiver {
         &mut self,
         rel: &str,
         offset: u64,
-        bytes: &[u8],
+        bytes: Bytes,
         up: &mut Uploaded,
     ) -> std::result::Result<u64, PassError> {
-        let crc = crc32c::crc32c(bytes);
+        let crc = crc32c::crc32c(&bytes);
         let object = names::data(rel, offset, bytes.len() as u64, crc);
         let mut sent = 0;
         if !self.known.contains(&object) {
             let p = names::under(&self.root, &object);
-            let payload = PutPayload::from(bytes.to_vec());
             let want = bytes.len() as u64;
+            let payload = PutPayload::from(bytes.clone());
             self.retry("upload", || async {
                 self.cfg.store.put(&p, payload.clone()).await?;
                 // The check that makes the retry safe: the object is there,
@@ -770,19 +770,4 @@ fn list_dir(dir: &std::path::Path) -> std::io::Result<Vec<String>> {
         }
     }
     Ok(out)
-}
-
-/// The archive reads each byte once: keep it out of the page cache.
-fn drop_cached(file: &File, offset: u64, len: u64) {
-    // SAFETY: posix_fadvise only reads its integer arguments; the
-    // descriptor is open for the duration of the call. A failure is only a
-    // lost hint.
-    unsafe {
-        libc::posix_fadvise(
-            file.as_raw_fd(),
-            offset as libc::off_t,
-            len as libc::off_t,
-            libc::POSIX_FADV_DONTNEED,
-        );
-    }
 }

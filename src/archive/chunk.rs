@@ -1,0 +1,271 @@
+//! Reading a log file's durable bytes for upload: Direct I/O into an
+//! aligned buffer that is handed to the object store as the upload's
+//! payload without a copy, and reused once the store lets go of it.
+//!
+//! The shards write their segments with `O_DIRECT`, so the bytes are not in
+//! the page cache; a buffered read would fill the cache, copy out of it and
+//! then drop it again (three passes of kernel work per byte on a machine
+//! whose cores the shards keep busy). A Direct read is one DMA into the
+//! buffer. Where the file system refuses `O_DIRECT`, the file is read
+//! buffered with the same code.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+/// Direct I/O alignment of offsets, lengths and buffer addresses: the
+/// largest logical block size in use on Linux.
+const ALIGN: usize = 4096;
+
+/// A file opened for the archive's reads.
+pub(super) struct ChunkFile {
+    file: File,
+    direct: bool,
+}
+
+impl ChunkFile {
+    /// Open `path` read-only, with `O_DIRECT` where the file system takes
+    /// it.
+    pub fn open(path: &Path) -> io::Result<ChunkFile> {
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(file) => Ok(ChunkFile { file, direct: true }),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(ChunkFile {
+                file: File::open(path)?,
+                direct: false,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The file's length now.
+    pub fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    /// Read bytes `at..at + n` into a buffer from `pool` and return them as
+    /// an upload payload. `n` is at most the pool's part size.
+    pub fn read(&self, pool: &mut ChunkPool, at: u64, n: usize) -> io::Result<Bytes> {
+        let head = (at % ALIGN as u64) as usize;
+        let from = at - head as u64;
+        let want = (head + n).next_multiple_of(ALIGN);
+        let mut buf = pool.take(want);
+        let mut got = 0;
+        while got < head + n {
+            let dst = &mut buf.bytes_mut()[..want];
+            let r = match self.file.read_at(&mut dst[got..], from + got as u64) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if r == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the file ends at {} before the {n} bytes at {at} were read",
+                        from + got as u64
+                    ),
+                ));
+            }
+            got += r;
+            // A Direct read ends short only at the end of the file; the
+            // next one would start unaligned, so go on buffered.
+            if self.direct && got % ALIGN != 0 && got < head + n {
+                return self.read_rest_buffered(buf, pool, from, got, head, n);
+            }
+        }
+        if !self.direct {
+            drop_cached(&self.file, from, got as u64);
+        }
+        Ok(pool.payload(buf, head, n))
+    }
+
+    /// Rare: a Direct read ended short of the bytes asked for (the file
+    /// grew meanwhile, or the file system splits reads). Read the rest
+    /// through a plain descriptor.
+    fn read_rest_buffered(
+        &self,
+        mut buf: Aligned,
+        pool: &mut ChunkPool,
+        from: u64,
+        mut got: usize,
+        head: usize,
+        n: usize,
+    ) -> io::Result<Bytes> {
+        let plain = reopen_buffered(&self.file)?;
+        let dst = buf.bytes_mut();
+        while got < head + n {
+            match plain.read_at(&mut dst[got..head + n], from + got as u64) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the file ends at {}", from + got as u64),
+                    ));
+                }
+                Ok(r) => got += r,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(pool.payload(buf, head, n))
+    }
+}
+
+/// The same file through a descriptor without `O_DIRECT`.
+fn reopen_buffered(file: &File) -> io::Result<File> {
+    let path = format!(
+        "/proc/self/fd/{}",
+        std::os::unix::io::AsRawFd::as_raw_fd(file)
+    );
+    File::open(path)
+}
+
+/// The buffers of one archiver: at most one is kept for reuse; a payload
+/// that the store still holds (the in-memory backend keeps it) is simply
+/// not reused.
+pub(super) struct ChunkPool {
+    part: usize,
+    spare: Option<Aligned>,
+    lent: Option<Arc<Aligned>>,
+}
+
+impl ChunkPool {
+    /// A pool for reads of at most `part` bytes.
+    pub fn new(part: usize) -> ChunkPool {
+        ChunkPool {
+            part,
+            spare: None,
+            lent: None,
+        }
+    }
+
+    /// A buffer of at least `len` aligned bytes.
+    fn take(&mut self, len: usize) -> Aligned {
+        self.reclaim();
+        // The longest read: `ALIGN - 1` bytes of head, a whole part, and
+        // the rounding of its end.
+        let cap = (self.part.next_multiple_of(ALIGN) + ALIGN).max(len);
+        match self.spare.take() {
+            Some(b) if b.cap() >= len => b,
+            _ => Aligned::new(cap),
+        }
+    }
+
+    /// `buf[head..head + n]` as a payload; the buffer comes back to the pool
+    /// once every `Bytes` of it is dropped.
+    fn payload(&mut self, buf: Aligned, head: usize, n: usize) -> Bytes {
+        self.reclaim();
+        let shared = Arc::new(buf);
+        // Keep one handle to learn when the store is done with it.
+        if self.lent.is_none() {
+            self.lent = Some(shared.clone());
+        }
+        Bytes::from_owner(Lent(shared)).slice(head..head + n)
+    }
+
+    /// Take back the lent buffer if the store has let go of it.
+    fn reclaim(&mut self) {
+        if let Some(l) = self.lent.take() {
+            match Arc::try_unwrap(l) {
+                Ok(b) if self.spare.is_none() => self.spare = Some(b),
+                Ok(_) => {}
+                Err(still) => self.lent = Some(still),
+            }
+        }
+    }
+}
+
+/// A buffer of `cap` bytes whose start is `ALIGN`-aligned: a `Vec` with
+/// `ALIGN` bytes of slack, used from its first aligned address.
+struct Aligned {
+    vec: Vec<u8>,
+    off: usize,
+}
+
+impl Aligned {
+    fn new(cap: usize) -> Aligned {
+        let vec = vec![0u8; cap + ALIGN];
+        let off = vec.as_ptr().align_offset(ALIGN);
+        Aligned { vec, off }
+    }
+
+    fn cap(&self) -> usize {
+        self.vec.len() - ALIGN
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        let cap = self.cap();
+        &mut self.vec[self.off..self.off + cap]
+    }
+}
+
+/// The owner `Bytes` keeps alive while the store holds a payload.
+struct Lent(Arc<Aligned>);
+
+impl AsRef<[u8]> for Lent {
+    fn as_ref(&self) -> &[u8] {
+        let a = &self.0;
+        &a.vec[a.off..a.off + a.cap()]
+    }
+}
+
+/// A buffered read's bytes are read once: keep them out of the page cache.
+fn drop_cached(file: &File, offset: u64, len: u64) {
+    // SAFETY: posix_fadvise only reads its integer arguments; the
+    // descriptor is open for the duration of the call. A failure is only a
+    // lost hint.
+    unsafe {
+        libc::posix_fadvise(
+            std::os::unix::io::AsRawFd::as_raw_fd(file),
+            offset as libc::off_t,
+            len as libc::off_t,
+            libc::POSIX_FADV_DONTNEED,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_any_range_and_reuses_the_buffer_once_released() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let f = ChunkFile::open(&p).unwrap();
+        assert_eq!(f.len().unwrap(), data.len() as u64);
+        let mut pool = ChunkPool::new(32 << 10);
+        for (at, n) in [
+            (0usize, 4096usize),
+            (1, 10),
+            (4095, 2),
+            (5000, 32 << 10),
+            (99_990, 10),
+        ] {
+            let b = f.read(&mut pool, at as u64, n).unwrap();
+            assert_eq!(&b[..], &data[at..at + n], "{at}+{n}");
+            drop(b);
+        }
+        // Released: the next read reuses the buffer.
+        let first = f.read(&mut pool, 0, 16).unwrap();
+        let ptr = first.as_ptr();
+        drop(first);
+        let again = f.read(&mut pool, 0, 16).unwrap();
+        assert_eq!(again.as_ptr(), ptr);
+        // Held (as the in-memory store does): a fresh buffer.
+        let other = f.read(&mut pool, 0, 16).unwrap();
+        assert_ne!(other.as_ptr(), again.as_ptr());
+        assert_eq!(&again[..], &other[..]);
+        // Past the end: an error, not a short payload.
+        assert!(f.read(&mut pool, 99_995, 10).is_err());
+    }
+}
