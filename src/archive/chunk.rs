@@ -57,10 +57,19 @@ impl ChunkFile {
         let from = at - head as u64;
         let want = (head + n).next_multiple_of(ALIGN);
         let mut buf = pool.take(want);
+        // Set once a Direct read ends short of the bytes asked for (the
+        // file grew meanwhile, or the file system split the read): the next
+        // read would start unaligned, so the rest goes through a plain
+        // descriptor.
+        let mut plain: Option<File> = None;
         let mut got = 0;
         while got < head + n {
-            let dst = &mut buf.bytes_mut()[..want];
-            let r = match self.file.read_at(&mut dst[got..], from + got as u64) {
+            let (src, upto) = match &plain {
+                Some(p) => (p, head + n),
+                None => (&self.file, want),
+            };
+            let dst = &mut buf.bytes_mut()[..upto];
+            let r = match src.read_at(&mut dst[got..], from + got as u64) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -75,44 +84,12 @@ impl ChunkFile {
                 ));
             }
             got += r;
-            // A Direct read ends short only at the end of the file; the
-            // next one would start unaligned, so go on buffered.
-            if self.direct && got % ALIGN != 0 && got < head + n {
-                return self.read_rest_buffered(buf, pool, from, got, head, n);
+            if self.direct && plain.is_none() && got % ALIGN != 0 && got < head + n {
+                plain = Some(reopen_buffered(&self.file)?);
             }
         }
         if !self.direct {
             drop_cached(&self.file, from, got as u64);
-        }
-        Ok(pool.payload(buf, head, n))
-    }
-
-    /// Rare: a Direct read ended short of the bytes asked for (the file
-    /// grew meanwhile, or the file system splits reads). Read the rest
-    /// through a plain descriptor.
-    fn read_rest_buffered(
-        &self,
-        mut buf: Aligned,
-        pool: &mut ChunkPool,
-        from: u64,
-        mut got: usize,
-        head: usize,
-        n: usize,
-    ) -> io::Result<Bytes> {
-        let plain = reopen_buffered(&self.file)?;
-        let dst = buf.bytes_mut();
-        while got < head + n {
-            match plain.read_at(&mut dst[got..head + n], from + got as u64) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("the file ends at {}", from + got as u64),
-                    ));
-                }
-                Ok(r) => got += r,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
         }
         Ok(pool.payload(buf, head, n))
     }

@@ -3,12 +3,8 @@
 //! per file. Each file is a module named after what it tests; run one
 //! with `cargo test --release --test runtime <module>::`.
 //!
-//! Four test files stay binaries of their own: `hot_path_alloc` (it installs
-//! a global allocator), `faults_at_every_io` (its panic hook counts every
-//! panic of the process), and `crash_states` and `corruption_matrix` (each
-//! starts thousands of runtimes, and glommio 0.9 leaks an eventfd per
-//! executor that ends: together with the others they would exhaust the
-//! process's file descriptors).
+//! Which files stay test binaries of their own, and why: ARCHITECTURE.md,
+//! `tests/`.
 
 #[path = "../child_process/mod.rs"]
 mod child_process;
