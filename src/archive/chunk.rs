@@ -11,15 +11,15 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-/// Direct I/O alignment of offsets, lengths and buffer addresses: the
-/// largest logical block size in use on Linux.
-const ALIGN: usize = 4096;
+use crate::format::BLOCK;
+use crate::io::AlignedBuf;
+use crate::io::std_fs::pread_full;
 
 /// A file opened for the archive's reads.
 pub(super) struct ChunkFile {
@@ -53,40 +53,18 @@ impl ChunkFile {
     /// Read bytes `at..at + n` into a buffer from `pool` and return them as
     /// an upload payload. `n` is at most the pool's part size.
     pub fn read(&self, pool: &mut ChunkPool, at: u64, n: usize) -> io::Result<Bytes> {
-        let head = (at % ALIGN as u64) as usize;
+        let head = (at % BLOCK as u64) as usize;
         let from = at - head as u64;
-        let want = (head + n).next_multiple_of(ALIGN);
-        let mut buf = pool.take(want);
-        // Set once a Direct read ends short of the bytes asked for (the
-        // file grew meanwhile, or the file system split the read): the next
-        // read would start unaligned, so the rest goes through a plain
-        // descriptor.
-        let mut plain: Option<File> = None;
-        let mut got = 0;
-        while got < head + n {
-            let (src, upto) = match &plain {
-                Some(p) => (p, head + n),
-                None => (&self.file, want),
-            };
-            let dst = &mut buf.bytes_mut()[..upto];
-            let r = match src.read_at(&mut dst[got..], from + got as u64) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            if r == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!(
-                        "the file ends at {} before the {n} bytes at {at} were read",
-                        from + got as u64
-                    ),
-                ));
-            }
-            got += r;
-            if self.direct && plain.is_none() && got % ALIGN != 0 && got < head + n {
-                plain = Some(reopen_buffered(&self.file)?);
-            }
+        let mut buf = pool.take((head + n).next_multiple_of(BLOCK));
+        let got = pread_full(&self.file, &mut buf, from)?;
+        if got < head + n {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the file ends at {} before the {n} bytes at {at} were read",
+                    from + got as u64
+                ),
+            ));
         }
         if !self.direct {
             drop_cached(&self.file, from, got as u64);
@@ -95,22 +73,13 @@ impl ChunkFile {
     }
 }
 
-/// The same file through a descriptor without `O_DIRECT`.
-fn reopen_buffered(file: &File) -> io::Result<File> {
-    let path = format!(
-        "/proc/self/fd/{}",
-        std::os::unix::io::AsRawFd::as_raw_fd(file)
-    );
-    File::open(path)
-}
-
 /// The buffers of one archiver: at most one is kept for reuse; a payload
 /// that the store still holds (the in-memory backend keeps it) is simply
 /// not reused.
 pub(super) struct ChunkPool {
     part: usize,
-    spare: Option<Aligned>,
-    lent: Option<Arc<Aligned>>,
+    spare: Option<AlignedBuf>,
+    lent: Option<Arc<AlignedBuf>>,
 }
 
 impl ChunkPool {
@@ -123,21 +92,22 @@ impl ChunkPool {
         }
     }
 
-    /// A buffer of at least `len` aligned bytes.
-    fn take(&mut self, len: usize) -> Aligned {
+    /// A buffer of `len` block-aligned bytes.
+    fn take(&mut self, len: usize) -> AlignedBuf {
         self.reclaim();
-        // The longest read: `ALIGN - 1` bytes of head, a whole part, and
-        // the rounding of its end.
-        let cap = (self.part.next_multiple_of(ALIGN) + ALIGN).max(len);
-        match self.spare.take() {
-            Some(b) if b.cap() >= len => b,
-            _ => Aligned::new(cap),
-        }
+        let mut b = match self.spare.take() {
+            Some(b) if b.capacity() >= len => b,
+            // The longest read: `BLOCK - 1` bytes of head, a whole part,
+            // and the rounding of its end.
+            _ => AlignedBuf::zeroed((self.part.next_multiple_of(BLOCK) + BLOCK).max(len)),
+        };
+        b.set_len(len);
+        b
     }
 
     /// `buf[head..head + n]` as a payload; the buffer comes back to the pool
     /// once every `Bytes` of it is dropped.
-    fn payload(&mut self, buf: Aligned, head: usize, n: usize) -> Bytes {
+    fn payload(&mut self, buf: AlignedBuf, head: usize, n: usize) -> Bytes {
         self.reclaim();
         let shared = Arc::new(buf);
         // Keep one handle to learn when the store is done with it.
@@ -159,37 +129,12 @@ impl ChunkPool {
     }
 }
 
-/// A buffer of `cap` bytes whose start is `ALIGN`-aligned: a `Vec` with
-/// `ALIGN` bytes of slack, used from its first aligned address.
-struct Aligned {
-    vec: Vec<u8>,
-    off: usize,
-}
-
-impl Aligned {
-    fn new(cap: usize) -> Aligned {
-        let vec = vec![0u8; cap + ALIGN];
-        let off = vec.as_ptr().align_offset(ALIGN);
-        Aligned { vec, off }
-    }
-
-    fn cap(&self) -> usize {
-        self.vec.len() - ALIGN
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        let cap = self.cap();
-        &mut self.vec[self.off..self.off + cap]
-    }
-}
-
 /// The owner `Bytes` keeps alive while the store holds a payload.
-struct Lent(Arc<Aligned>);
+struct Lent(Arc<AlignedBuf>);
 
 impl AsRef<[u8]> for Lent {
     fn as_ref(&self) -> &[u8] {
-        let a = &self.0;
-        &a.vec[a.off..a.off + a.cap()]
+        &self.0
     }
 }
 
