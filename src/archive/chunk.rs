@@ -97,9 +97,16 @@ impl ChunkPool {
         self.reclaim();
         let mut b = match self.spare.take() {
             Some(b) if b.capacity() >= len => b,
-            // The longest read: `BLOCK - 1` bytes of head, a whole part,
-            // and the rounding of its end.
-            _ => AlignedBuf::zeroed((self.part.next_multiple_of(BLOCK) + BLOCK).max(len)),
+            // A new buffer is as long as this read, not as the longest
+            // possible one: a store that keeps its payloads (the in-memory
+            // backend) keeps the whole buffer behind each, and a zeroed
+            // buffer is memory touched (the allocator may hand out reused
+            // heap and clear it), so part-sized buffers behind small tail
+            // uploads grew the archive tests to the whole machine's memory.
+            _ => {
+                debug_assert!(len <= self.part.next_multiple_of(BLOCK) + BLOCK);
+                AlignedBuf::zeroed(len)
+            }
         };
         b.set_len(len);
         b
