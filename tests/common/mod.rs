@@ -17,22 +17,38 @@ use shardwal::rng::SplitMix;
 use shardwal::segment::{parse_segment_name, shard_dir};
 use shardwal::{RecordKind, Seq, ShardId, ShardReader, Storage};
 
-/// Raise the soft limit on open files to the hard limit, once per test
-/// process. Every glommio executor leaks an eventfd when it ends (glommio
-/// 0.9), and shard tasks still running when their executor ends keep their
-/// segment files open, so a test that starts thousands of executors needs
-/// more than the usual soft limit of 1024.
+/// Raise the limit on open files, once per test process: to the kernel's
+/// per-process maximum (`fs.nr_open`) where the process may raise its hard
+/// limit (`CAP_SYS_RESOURCE`; this sandbox's root lacks it), else the soft
+/// limit to the hard one. Every glommio executor leaks an eventfd when it
+/// ends (glommio 0.9, its issue 448), and shard tasks still running when
+/// their executor ends keep their segment files open, so a test that starts
+/// thousands of executors needs more than the usual soft limit of 1024.
 fn raise_open_files_limit() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        let nr_open: libc::rlim_t = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
         let mut lim = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        // SAFETY: getrlimit and setrlimit only read and write `lim`, a valid
-        // rlimit owned by this frame.
+        // SAFETY: getrlimit and setrlimit only read and write `lim` and
+        // `all`, valid rlimits owned by this frame.
         unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                return;
+            }
+            let all = libc::rlimit {
+                rlim_cur: nr_open,
+                rlim_max: nr_open,
+            };
+            if nr_open > lim.rlim_max && libc::setrlimit(libc::RLIMIT_NOFILE, &all) == 0 {
+                return;
+            }
+            if lim.rlim_cur < lim.rlim_max {
                 lim.rlim_cur = lim.rlim_max;
                 libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
             }
