@@ -361,10 +361,12 @@ impl<S: Storage> ShardLog<S> {
                     })?,
                 };
                 drop(other);
-                let prepared = tasks::prepare_segment_with(&storage, &dir, &cfg, index, &|| false)
-                    .await
-                    .map_err(|e| Error::io("prepare segment", &dir, std::io::Error::other(e)))?
-                    .expect("preparation without a stop condition completes");
+                let unpaced = || tasks::Pace::Go;
+                let prepared =
+                    tasks::prepare_segment_with(&storage, &dir, &cfg, index, &unpaced, None)
+                        .await
+                        .map_err(|e| Error::io("prepare segment", &dir, std::io::Error::other(e)))?
+                        .expect("preparation without a stop condition completes");
                 let header = SegmentHeader {
                     log_id,
                     shard,
@@ -407,6 +409,7 @@ impl<S: Storage> ShardLog<S> {
             free,
             jobs: VecDeque::with_capacity(cfg.write_behind * 4 + 8),
             next_segment: None,
+            next_wanted: false,
             segments,
             last_written_file: None,
             rng,

@@ -108,6 +108,9 @@ pub(crate) struct State<S: Storage> {
     pub free: Vec<S::Buf>,
     pub jobs: VecDeque<Job<S>>,
     pub next_segment: Option<Prepared<S>>,
+    /// An append is waiting for `next_segment` (the current segment is
+    /// full): its preparation stops pacing itself. Cleared by the roll.
+    pub next_wanted: bool,
     /// Every live segment of the shard: (index, first seq, path), oldest first.
     pub segments: VecDeque<(u64, Seq, Rc<Path>)>,
     pub last_written_file: Option<Rc<S::File>>,
@@ -177,6 +180,7 @@ impl<S: Storage> State<S> {
         if self.buf_pos + (self.buf_len + flen) as u64 > p.segment_size {
             if self.next_segment.is_none() {
                 self.stats.backpressure += 1;
+                self.next_wanted = true;
                 return Err(Error::Backpressure);
             }
             self.roll(p, storage);
@@ -295,6 +299,7 @@ impl<S: Storage> State<S> {
     /// Finish the current segment and start the prepared one.
     fn roll(&mut self, p: &Params, storage: &S) {
         let prepared = self.next_segment.take().expect("prepared segment");
+        self.next_wanted = false;
         if self.submitted_next != self.next_seq && self.buf_len > 0 {
             let used = self.buf_len;
             let aligned = align_up(used, BLOCK);

@@ -65,6 +65,8 @@ async fn complete<S: Storage>(inner: &Inner<S>, w: InFlight<S>) {
             }
             drop(st);
             inner.sync_signal.notify();
+            // The paced zero-fill of the next segment follows the writes.
+            inner.prepare_signal.notify();
             inner.space_waiters.wake_all();
         }
         Some(Ok(n)) => inner.poison(format!(
@@ -239,26 +241,9 @@ pub(crate) async fn sync_task<S: Storage>(inner: Rc<Inner<S>>) {
 
 /// Keep the next segment file prepared.
 pub(crate) async fn prepare_task<S: Storage>(inner: Rc<Inner<S>>) {
-    // Right after reopening a log that has records (a restart), the engine
-    // replays it before it appends: zero-filling the next segment then
-    // would compete with the replay's reads for the device. Wait for the
-    // first append, unless the resumed segment is already more than half
-    // full. A new log prepares at once.
-    let opened_at = inner.st.borrow().next_seq;
-    loop {
-        let wait = {
-            let st = inner.st.borrow();
-            let fill = st.buf_pos + st.buf_len as u64;
-            !(st.closed || st.poison.is_some())
-                && opened_at > Seq(0)
-                && st.next_seq == opened_at
-                && fill <= inner.params.segment_size / 2
-        };
-        if !wait {
-            break;
-        }
-        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
-    }
+    // The zero-fill itself waits for its pace (`paced`): the file is
+    // created at once, its writes start when the current segment is half
+    // full.
     loop {
         let index = {
             let st = inner.st.borrow();
@@ -285,11 +270,11 @@ pub(crate) async fn prepare_task<S: Storage>(inner: Rc<Inner<S>>) {
             inner.poison(e.to_string());
             break;
         };
-        let stop = || {
-            let st = inner.st.borrow();
-            st.closed || st.poison.is_some()
-        };
-        match prepare_segment_with(&inner.storage, &inner.dir, &inner.cfg, index, &stop).await {
+        let pace = || paced(&inner);
+        let signal = Some(&inner.prepare_signal);
+        match prepare_segment_with(&inner.storage, &inner.dir, &inner.cfg, index, &pace, signal)
+            .await
+        {
             // Closed while zero-filling: the blank file is left for
             // recovery (a blank segment at the end of the log is removed).
             Ok(None) => break,
@@ -313,14 +298,53 @@ pub(crate) async fn prepare_task<S: Storage>(inner: Rc<Inner<S>>) {
     }
 }
 
-/// Create and prepare segment file `index` in `dir`. `None` if `stop`
-/// turned true while it was zero-filling.
+/// What a zero-fill does next, asked before each of its writes.
+pub(crate) enum Pace {
+    /// Write the next chunk.
+    Go,
+    /// Wait for the preparation's signal, then ask again.
+    Wait,
+    /// Abandon the preparation (the shard closed or was poisoned).
+    Stop,
+}
+
+/// When the next segment's zero-fill may run: once the current segment is
+/// half full, or at once if an append waits for the next segment.
+///
+/// Zero-filling the next segment while the log's commits run costs them:
+/// measured with the group and sync workloads of `shardwal-compare`, a
+/// fill that starts as soon as a segment is opened puts its 64 MiB of
+/// writes under the first commits of every new log, and a fill paced to
+/// the current segment's progress (in 128 KiB or 1 MiB writes) was worse
+/// still (docs/BENCHMARKS.md, tried and rejected). Starting at half full
+/// leaves the first half of each segment's life to the commits alone; the
+/// second half is enough time to fill the next one before the roll, and if
+/// it is not, the waiting append lifts the wait (`next_wanted`). The same
+/// rule keeps a reopened log's replay from competing with a fill: the
+/// resumed segment must be half full, or an append must arrive first.
+fn paced<S: Storage>(inner: &Inner<S>) -> Pace {
+    let st = inner.st.borrow();
+    if st.closed || st.poison.is_some() {
+        return Pace::Stop;
+    }
+    let used = st.buf_pos + st.buf_len as u64;
+    if st.next_wanted || used >= inner.params.segment_size / 2 {
+        Pace::Go
+    } else {
+        Pace::Wait
+    }
+}
+
+/// Create and prepare segment file `index` in `dir`, its zero-fill paced by
+/// `pace`; `signal` wakes a waiting pace (without one, `Pace::Wait` asks
+/// again at once). `None` if `pace` said stop.
 pub(crate) async fn prepare_segment_with<S: Storage>(
     storage: &S,
     dir: &Path,
     cfg: &crate::config::ShardConfig,
     index: u64,
-    stop: &dyn Fn() -> bool,
+    pace: &dyn Fn() -> Pace,
+    signal: Option<&super::wait::Signal>,
 ) -> Result<Option<Prepared<S>>, String> {
     let path: Rc<Path> = Rc::from(dir.join(segment_name(index)));
     let ctx = |op: &str, e: std::io::Error| format!("{op} of {} failed: {e}", path.display());
@@ -346,18 +370,30 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
     match cfg.prepare {
         SegmentPrepare::ZeroFill => {
             let chunk = cfg.buffer_size.min(size as usize);
-            let mut zero = storage.alloc_buf(chunk);
-            zero.as_mut_slice().fill(0);
-            let zero = Rc::new(zero);
+            let mut zero = None;
             let mut off = 0;
             while off < size {
-                if stop() {
-                    // An unfinished preparation is abandoned: its blank
-                    // header reads as the end of the log, and the next
-                    // preparation of this index replaces it.
-                    crate::io::close_quietly(file, &path).await;
-                    return Ok(None);
+                match pace() {
+                    Pace::Go => {}
+                    Pace::Wait => {
+                        if let Some(s) = signal {
+                            s.wait().await;
+                        }
+                        continue;
+                    }
+                    Pace::Stop => {
+                        // An unfinished preparation is abandoned: its blank
+                        // header reads as the end of the log, and the next
+                        // preparation of this index replaces it.
+                        crate::io::close_quietly(file, &path).await;
+                        return Ok(None);
+                    }
                 }
+                let zero = zero.get_or_insert_with(|| {
+                    let mut z = storage.alloc_buf(chunk);
+                    z.as_mut_slice().fill(0);
+                    Rc::new(z)
+                });
                 let n = file
                     .write_at(zero.clone(), off)
                     .await

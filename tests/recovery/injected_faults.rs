@@ -315,11 +315,7 @@ fn eio_while_preparing_the_next_segment_poisons_the_shard() {
             durable > 100,
             "{durable} records made durable before the failure"
         );
-        let pending = Lsn {
-            shard: SHARD,
-            epoch: log.epoch(),
-            seq: Seq(appended - 1),
-        };
+        let pending = not_durable(&log, durable, appended);
         check_fail_stop(&sim, log, None, pending, "os error 5").await;
         reopen_and_check(
             sim.crash(CrashMode::KeepAll, 6),
@@ -349,9 +345,39 @@ fn used(sim: &SimStorage) -> u64 {
 /// Append and sync in rounds until the shard is poisoned with a cause that
 /// mentions `cause_has`; returns the number of records acknowledged as
 /// durable and the number appended.
+///
+/// An fdatasync in flight when another task poisons the shard (the next
+/// segment's preparation) may still complete: the records it covered are
+/// then durable, and reported as such, although the `sync` that asked for
+/// it returned the poison. `durable` counts them.
 async fn fill_until_poisoned(log: &ShardLog<SimStorage>, cause_has: &str) -> (u64, u64) {
-    let mut durable = 0;
-    let mut seq = 0;
+    fill_from_until_poisoned(log, 0, cause_has).await
+}
+
+/// A record that is not durable after [`fill_until_poisoned`]: the last one
+/// appended, or, if an fdatasync in flight made every appended record
+/// durable after the poison, the next seq (never appended).
+fn not_durable(log: &ShardLog<SimStorage>, durable: u64, appended: u64) -> Lsn {
+    Lsn {
+        shard: SHARD,
+        epoch: log.epoch(),
+        seq: Seq(if durable == appended {
+            appended
+        } else {
+            appended - 1
+        }),
+    }
+}
+
+/// [`fill_until_poisoned`] after records `0..from` were appended and made
+/// durable.
+async fn fill_from_until_poisoned(
+    log: &ShardLog<SimStorage>,
+    from: u64,
+    cause_has: &str,
+) -> (u64, u64) {
+    let mut durable = from;
+    let mut seq = from;
     loop {
         let batch = within(LIMIT, "append", async {
             for _ in 0..20 {
@@ -372,6 +398,14 @@ async fn fill_until_poisoned(log: &ShardLog<SimStorage>, cause_has: &str) -> (u6
             }
             Err(e) => {
                 assert_poisoned("append or sync", Err::<(), _>(e), cause_has);
+                let last = Lsn {
+                    shard: SHARD,
+                    epoch: log.epoch(),
+                    seq: Seq(seq.saturating_sub(1)),
+                };
+                if seq > durable && log.is_durable(last) {
+                    durable = seq;
+                }
                 return (durable, seq);
             }
         }
@@ -420,28 +454,31 @@ fn enospc_while_preparing_the_next_segment_is_a_clear_error_and_durable_records_
     run("enospc-prepare", || async {
         let sim = SimStorage::new();
         // Zero-filled segments: record writes never grow a file, preparing
-        // the next segment does.
+        // the next segment does. Segment 1 is zero-filled once segment 0 is
+        // half full: append until it is, then leave the disk 8 KiB, less
+        // than segment 2's preparation needs.
         let log = open(&sim, SegmentPrepare::ZeroFill).await;
+        let mut from = 0;
         within(LIMIT, "segment 1 prepared", async {
             while sim.files().len() < 3 || used(&sim) < 4096 + 2 * (64 << 10) {
+                append_range(&log, from, from + 10).await.expect("append");
+                from += 10;
+                log.sync().await.expect("sync");
                 glommio::timer::sleep(Duration::from_millis(1)).await;
             }
         })
         .await;
         glommio::timer::sleep(Duration::from_millis(5)).await;
         sim.set_capacity(Some(used(&sim) + 8192));
-        let (durable, appended) = fill_until_poisoned(&log, "No space left on device").await;
+        let (durable, appended) =
+            fill_from_until_poisoned(&log, from, "No space left on device").await;
         assert!(
             durable > 100,
             "{durable} records made durable before the disk filled"
         );
         let cause = log.poisoned().expect("poisoned");
         assert!(cause.contains("zero-fill"), "{cause}");
-        let pending = Lsn {
-            shard: SHARD,
-            epoch: log.epoch(),
-            seq: Seq(appended - 1),
-        };
+        let pending = not_durable(&log, durable, appended);
         check_fail_stop(&sim, log, None, pending, "No space left on device").await;
         reopen_and_check(
             sim.crash(CrashMode::KeepAll, 5),
