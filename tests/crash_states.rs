@@ -1285,18 +1285,15 @@ fn every_crash_state_of_a_bounded_subset_recovers_the_acknowledged_log() {
         explore(seeds(2), per_point, None, 2)
     } else {
         let mut fig = Figures::default();
-        let runs: Vec<Figures> = std::thread::scope(|s| {
+        std::thread::scope(|s| {
             let kids: Vec<_> = seeds(2)
                 .into_iter()
                 .map(|seed| s.spawn(move || explore_in_child(seed).0))
                 .collect();
-            kids.into_iter()
-                .map(|k| k.join().expect("a workload's exploration"))
-                .collect()
+            for k in kids {
+                fig.add(&k.join().expect("a workload's exploration"));
+            }
         });
-        for one in &runs {
-            fig.add(one);
-        }
         fig
     };
     if env::<u64>("SHARDWAL_CRASH_POINT").is_none() {

@@ -361,12 +361,10 @@ impl<S: Storage> ShardLog<S> {
                     })?,
                 };
                 drop(other);
-                let unpaced = || tasks::Pace::Go;
-                let prepared =
-                    tasks::prepare_segment_with(&storage, &dir, &cfg, index, &unpaced, None)
-                        .await
-                        .map_err(|e| Error::io("prepare segment", &dir, std::io::Error::other(e)))?
-                        .expect("preparation without a stop condition completes");
+                let prepared = tasks::prepare_segment_with(&storage, &dir, &cfg, index, None)
+                    .await
+                    .map_err(|e| Error::io("prepare segment", &dir, std::io::Error::other(e)))?
+                    .expect("preparation without a stop condition completes");
                 let header = SegmentHeader {
                     log_id,
                     shard,

@@ -65,8 +65,12 @@ async fn complete<S: Storage>(inner: &Inner<S>, w: InFlight<S>) {
             }
             drop(st);
             inner.sync_signal.notify();
-            // The paced zero-fill of the next segment follows the writes.
-            inner.prepare_signal.notify();
+            // The next segment's zero-fill waits for the current segment to
+            // be half full (`paced`): only a write that ends past its middle
+            // can let it start.
+            if w.pos + w.len as u64 >= inner.params.segment_size / 2 {
+                inner.prepare_signal.notify();
+            }
             inner.space_waiters.wake_all();
         }
         Some(Ok(n)) => inner.poison(format!(
@@ -270,10 +274,12 @@ pub(crate) async fn prepare_task<S: Storage>(inner: Rc<Inner<S>>) {
             inner.poison(e.to_string());
             break;
         };
-        let pace = || paced(&inner);
-        let signal = Some(&inner.prepare_signal);
-        match prepare_segment_with(&inner.storage, &inner.dir, &inner.cfg, index, &pace, signal)
-            .await
+        let ask = || paced(&inner);
+        let pacer = Pacer {
+            ask: &ask,
+            wake: &inner.prepare_signal,
+        };
+        match prepare_segment_with(&inner.storage, &inner.dir, &inner.cfg, index, Some(pacer)).await
         {
             // Closed while zero-filling: the blank file is left for
             // recovery (a blank segment at the end of the log is removed).
@@ -298,7 +304,7 @@ pub(crate) async fn prepare_task<S: Storage>(inner: Rc<Inner<S>>) {
     }
 }
 
-/// What a zero-fill does next, asked before each of its writes.
+/// What a paced zero-fill does next, asked before each of its writes.
 pub(crate) enum Pace {
     /// Write the next chunk.
     Go,
@@ -335,16 +341,22 @@ fn paced<S: Storage>(inner: &Inner<S>) -> Pace {
     }
 }
 
+/// The pace of a background zero-fill: `ask` before each write, and wait
+/// for `wake` when it says [`Pace::Wait`].
+pub(crate) struct Pacer<'a> {
+    pub ask: &'a dyn Fn() -> Pace,
+    pub wake: &'a super::wait::Signal,
+}
+
 /// Create and prepare segment file `index` in `dir`, its zero-fill paced by
-/// `pace`; `signal` wakes a waiting pace (without one, `Pace::Wait` asks
-/// again at once). `None` if `pace` said stop.
+/// `pacer` (without one, at once and to the end). `None` if the pacer said
+/// stop.
 pub(crate) async fn prepare_segment_with<S: Storage>(
     storage: &S,
     dir: &Path,
     cfg: &crate::config::ShardConfig,
     index: u64,
-    pace: &dyn Fn() -> Pace,
-    signal: Option<&super::wait::Signal>,
+    pacer: Option<Pacer<'_>>,
 ) -> Result<Option<Prepared<S>>, String> {
     let path: Rc<Path> = Rc::from(dir.join(segment_name(index)));
     let ctx = |op: &str, e: std::io::Error| format!("{op} of {} failed: {e}", path.display());
@@ -370,14 +382,16 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
     match cfg.prepare {
         SegmentPrepare::ZeroFill => {
             let chunk = cfg.buffer_size.min(size as usize);
+            // Made at the first write: a paced fill may wait half a
+            // segment's life before it.
             let mut zero = None;
             let mut off = 0;
             while off < size {
-                match pace() {
+                match pacer.as_ref().map_or(Pace::Go, |p| (p.ask)()) {
                     Pace::Go => {}
                     Pace::Wait => {
-                        if let Some(s) = signal {
-                            s.wait().await;
+                        if let Some(p) = &pacer {
+                            p.wake.wait().await;
                         }
                         continue;
                     }
