@@ -12,6 +12,22 @@ use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
 use super::{AlignedBuf, IoBuf, Storage, StorageFile};
 
+/// Open `path` for Direct I/O, reading and writing, never following a
+/// symbolic link; `iopoll` says whether its I/O may use the poll ring
+/// (vendor/glommio/SHARDWAL.md).
+async fn open_dma(path: &Path, create: bool, iopoll: bool) -> io::Result<DmaSegmentFile> {
+    let mut opts = OpenOptions::new();
+    opts.read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .iopoll(iopoll);
+    if create {
+        opts.create_new(true).mode(0o600);
+    }
+    let file = opts.dma_open(path).await.map_err(to_io)?;
+    Ok(DmaSegmentFile { file })
+}
+
 /// Glommio DMA storage.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DmaStorage;
@@ -57,14 +73,18 @@ impl Storage for DmaStorage {
         glommio::allocate_dma_buffer(len)
     }
 
+    /// On glommio's main ring (`iopoll(false)`), which the executor sleeps
+    /// on while the I/O is in flight: a commit's write and the fdatasync
+    /// after it must not share the cores with executors that spin.
     async fn open(&self, path: &Path, create: bool) -> io::Result<DmaSegmentFile> {
-        let mut opts = OpenOptions::new();
-        opts.read(true).write(true).custom_flags(libc::O_NOFOLLOW);
-        if create {
-            opts.create_new(true).mode(0o600);
-        }
-        let file = opts.dma_open(path).await.map_err(to_io)?;
-        Ok(DmaSegmentFile { file })
+        open_dma(path, create, false).await
+    }
+
+    /// On glommio's poll ring where the device accepts polled I/O: the
+    /// executor spins while such an I/O is in flight, which notices each
+    /// completion sooner and keeps a zero-fill at the device's pace.
+    async fn open_bulk(&self, path: &Path) -> io::Result<DmaSegmentFile> {
+        open_dma(path, false, true).await
     }
 
     /// `unlink(2)` on the executor's blocking thread: removing a large

@@ -59,6 +59,16 @@ pub trait Storage: Clone + 'static {
     /// exist and is created with owner-only permissions. A symbolic link is
     /// never followed (`O_NOFOLLOW`): opening one fails.
     async fn open(&self, path: &Path, create: bool) -> io::Result<Self::File>;
+    /// Open the existing file `path` like [`Storage::open`], for bulk I/O
+    /// that only its throughput matters for and that no commit waits on:
+    /// the zero-fill of a segment being prepared, and the read-ahead of the
+    /// recovery scan, the replay and [`crate::ShardReader`]. A backend may
+    /// serve it differently ([`dma::DmaStorage`]: its writes on glommio's
+    /// poll ring, where the executor spins while they are in flight); by
+    /// default it is [`Storage::open`].
+    async fn open_bulk(&self, path: &Path) -> io::Result<Self::File> {
+        self.open(path, false).await
+    }
     /// Remove a file.
     async fn remove(&self, path: &Path) -> io::Result<()>;
     /// Rename a file (atomically replacing `to`).

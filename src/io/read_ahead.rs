@@ -306,9 +306,12 @@ impl<S: Storage> ChunkStream<S> {
 
     async fn open(&self, k: usize) -> Result<Opened<S::File>> {
         let path = &self.paths[k];
+        // Bulk I/O: a scan or a replay wants the device's read speed. (The
+        // reads are `pread(2)`s either way; the bulk descriptor measured
+        // 2-7% faster for a cold recovery, 3 pairs, for reasons not found.)
         let f = self
             .storage
-            .open(path, false)
+            .open_bulk(path)
             .await
             .map_err(|e| Error::io("open", path, e))?;
         let size = f.size().await.map_err(|e| Error::io("stat", path, e))?;

@@ -381,6 +381,15 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
     );
     match cfg.prepare {
         SegmentPrepare::ZeroFill => {
+            // The zeros go through a second descriptor of the file, opened
+            // for bulk I/O (DmaStorage: glommio's poll ring, which keeps the
+            // fill at the device's pace); the writer's own writes and syncs
+            // use `file`. The fdatasync below makes the zeros durable
+            // whichever descriptor wrote them.
+            let bulk = storage
+                .open_bulk(&path)
+                .await
+                .map_err(|e| ctx("open for the zero-fill", e))?;
             let chunk = cfg.buffer_size.min(size as usize);
             // Made at the first write: a paced fill may wait half a
             // segment's life before it.
@@ -399,6 +408,7 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
                         // An unfinished preparation is abandoned: its blank
                         // header reads as the end of the log, and the next
                         // preparation of this index replaces it.
+                        crate::io::close_quietly(bulk, &path).await;
                         crate::io::close_quietly(file, &path).await;
                         return Ok(None);
                     }
@@ -408,7 +418,7 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
                     z.as_mut_slice().fill(0);
                     Rc::new(z)
                 });
-                let n = file
+                let n = bulk
                     .write_at(zero.clone(), off)
                     .await
                     .map_err(|e| ctx("zero-fill", e))?;
@@ -417,6 +427,7 @@ pub(crate) async fn prepare_segment_with<S: Storage>(
                 }
                 off += chunk as u64;
             }
+            crate::io::close_quietly(bulk, &path).await;
             file.sync_data().await.map_err(|e| ctx("fdatasync", e))?;
         }
         SegmentPrepare::Fallocate => {
