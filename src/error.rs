@@ -95,7 +95,8 @@ pub enum Error {
         /// Why.
         detail: String,
     },
-    /// The log directory is locked by another owner.
+    /// The log directory is locked by another owner: its lock was still
+    /// held after a few short retries (31 ms in all; see `lock.rs`).
     #[error("log directory {path} is locked by another owner")]
     Locked {
         /// The locked directory.

@@ -69,10 +69,24 @@ pub(crate) async fn lock_shard<S: crate::io::Storage>(
     }
 }
 
+/// How long [`lock_file`] goes on trying a lock that is held, in total,
+/// before it reports it as owned by someone else: the pauses between its
+/// tries, in milliseconds (31 ms in all).
+///
+/// An `flock` lives as long as any copy of its descriptor. A process that
+/// spawns a child (`fork` or `posix_spawn`, then `exec`) lends the child a
+/// copy of every descriptor until the `exec` closes the `O_CLOEXEC` ones,
+/// so a lock that its owner has just dropped can still be held for that
+/// short window. A reopen that ran in it would otherwise fail with a
+/// spurious [`Error::Locked`]. A real second owner holds the lock for much
+/// longer than this and is still refused, 31 ms later.
+const RETRY_PAUSES_MS: [u64; 5] = [1, 2, 4, 8, 16];
+
 /// Open (creating it `0600` if missing, never following a symbolic link)
-/// and exclusively `flock` the file at `path` without waiting. The lock
-/// lasts as long as the returned file is open. `ErrorKind::WouldBlock` if
-/// another owner holds it, in this process or another.
+/// and exclusively `flock` the file at `path` without blocking on it: a
+/// lock that stays held through a few short retries ([`RETRY_PAUSES_MS`])
+/// is `ErrorKind::WouldBlock`, whoever holds it, in this process or
+/// another. The lock lasts as long as the returned file is open.
 pub(crate) fn lock_file(path: &Path) -> std::io::Result<File> {
     let file = OpenOptions::new()
         .read(true)
@@ -82,17 +96,22 @@ pub(crate) fn lock_file(path: &Path) -> std::io::Result<File> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)?;
-    // SAFETY: flock only reads the descriptor, which `file` keeps open.
-    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r != 0 {
+    let mut pauses = RETRY_PAUSES_MS.iter();
+    loop {
+        // SAFETY: flock only reads the descriptor, which `file` keeps open.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            return Ok(file);
+        }
         let e = std::io::Error::last_os_error();
-        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            std::io::Error::from(std::io::ErrorKind::WouldBlock)
-        } else {
-            e
-        });
+        if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(e);
+        }
+        match pauses.next() {
+            Some(&ms) => std::thread::sleep(std::time::Duration::from_millis(ms)),
+            None => return Err(std::io::Error::from(std::io::ErrorKind::WouldBlock)),
+        }
     }
-    Ok(file)
 }
 
 #[cfg(test)]
@@ -109,5 +128,59 @@ mod tests {
         ));
         drop(a);
         DirLock::acquire(d.path()).unwrap();
+    }
+
+    /// The window `RETRY_PAUSES_MS` covers: a forked child holds a copy of
+    /// the lock's descriptor for a moment after its owner has dropped it.
+    /// The child here keeps it for 5 ms and exits (no `exec`, so nothing
+    /// closes it sooner); a lock asked for in that window is granted once
+    /// the child is gone, instead of failing as held by another owner.
+    #[test]
+    fn a_lock_still_held_for_a_moment_by_a_forked_child_is_granted_once_it_exits() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(LOCK_FILE);
+        let first = lock_file(&path).unwrap();
+        // SAFETY: the child only sleeps and exits (`_exit`, so no
+        // destructor or atexit handler of the parent runs in it); it
+        // touches no lock or allocator state that another thread of the
+        // test harness might hold.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0, "fork: {}", std::io::Error::last_os_error());
+        if child == 0 {
+            let pause = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 5_000_000,
+            };
+            // SAFETY: nanosleep and _exit are async-signal-safe; `pause`
+            // lives on this stack for the call.
+            unsafe {
+                libc::nanosleep(&pause, std::ptr::null_mut());
+                libc::_exit(0);
+            }
+        }
+        drop(first);
+        let second = lock_file(&path);
+        let mut status = 0;
+        // SAFETY: waits for the child forked above; `status` is a valid
+        // out-pointer.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        second.expect("the lock is granted once the child is gone");
+    }
+
+    /// A lock held for longer than the retries is still refused.
+    #[test]
+    fn a_lock_held_past_the_retries_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join(LOCK_FILE);
+        let _held = lock_file(&path).unwrap();
+        let started = std::time::Instant::now();
+        let e = lock_file(&path).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock);
+        let waited = started.elapsed();
+        let total: u64 = RETRY_PAUSES_MS.iter().sum();
+        assert!(
+            waited >= std::time::Duration::from_millis(total),
+            "refused after {waited:?}, before the {total} ms of retries"
+        );
     }
 }
