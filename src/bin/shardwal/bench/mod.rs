@@ -67,6 +67,11 @@ pub struct Args {
     /// in MiB; `segments` writes half of it to one shard.
     #[arg(long, default_value_t = 2048)]
     replay_mib: u64,
+    /// The `replay` workload's one-pass replay buffer per core
+    /// (`RuntimeConfig::replay_buffer`), in MiB. Default: the runtime's
+    /// default.
+    #[arg(long)]
+    replay_buffer_mib: Option<u64>,
     /// State per shard that the `checkpoint` workload snapshots, in MiB.
     #[arg(long, default_value_t = 1024)]
     state_mib: u64,
@@ -156,7 +161,7 @@ pub fn run(a: &Args, json: bool) -> CmdResult {
             Workload::Recover => recover::run(&ex, &scratch, dur, a.recover_mib)?,
             Workload::Epoch => epoch::run(&scratch, dur)?,
             Workload::Checkpoint => checkpoint::run(&scratch, dur, a.state_mib)?,
-            Workload::Replay => replay::run(&scratch, a.replay_mib)?,
+            Workload::Replay => replay::run(&scratch, a.replay_mib, a.replay_buffer_mib)?,
             Workload::Segments => replay::run_segments(&ex, &scratch, a.replay_mib)?,
             Workload::Archive => archive::run(&scratch, dur, a.archive_url.as_deref())?,
             Workload::All => unreachable!("expanded above"),

@@ -131,14 +131,20 @@ struct Run {
 /// from.
 type Tally = (u64, u64, Option<u64>, shardwal::ReplayCounts);
 
-fn one_pass(dir: &Path) -> Result<Run, Fail> {
+/// `replay_buffer`: `RuntimeConfig::replay_buffer` in bytes (`None`: its
+/// default).
+fn one_pass(dir: &Path, replay_buffer: Option<usize>) -> Result<Run, Fail> {
+    let mut cfg = runtime_config();
+    if let Some(b) = replay_buffer {
+        cfg.replay_buffer = b;
+    }
     let (tx, rx) = mpsc::channel::<shardwal::Result<Tally>>();
     let rss_base = reset_peak_rss();
     let t0 = Instant::now();
     let base = t0;
     let rt = Runtime::start_replaying(
         dir,
-        runtime_config(),
+        cfg,
         move |mut r| {
             let tx = tx.clone();
             async move {
@@ -288,8 +294,10 @@ fn add(m: &mut Measure, r: &Run) {
     m.bytes += r.bytes;
 }
 
-/// `replay`: see the module docs.
-pub(super) fn run(s: &Scratch, mib: u64) -> Result<Report, Fail> {
+/// `replay`: see the module docs. `replay_buffer_mib`: the one-pass
+/// start's `RuntimeConfig::replay_buffer` (`None`: its default).
+pub(super) fn run(s: &Scratch, mib: u64, replay_buffer_mib: Option<u64>) -> Result<Report, Fail> {
+    let replay_buffer = replay_buffer_mib.map(|m| (m << 20) as usize);
     let dir = s.sub("replay")?;
     write_log(&dir, mib)?;
     let mut one = Measure::new("one_pass");
@@ -299,7 +307,7 @@ pub(super) fn run(s: &Scratch, mib: u64) -> Result<Report, Fail> {
     let mut rss = (Vec::new(), Vec::new());
     for _ in 0..REPS {
         drop_caches();
-        let r = one_pass(&dir)?;
+        let r = one_pass(&dir, replay_buffer)?;
         add(&mut one, &r);
         if let Some(f) = r.first {
             first.record(f);
@@ -328,7 +336,8 @@ pub(super) fn run(s: &Scratch, mib: u64) -> Result<Report, Fail> {
              one pass (start_replaying) / two passes (start, then ShardContext::replay) / \
              raw O_DIRECT 1 MiB reads of the same segment files, one thread per shard \
              (its MiB/s: file bytes; the others: payload bytes); latency is per restart; \
-             first record of the one-pass start: p50 {}; peak RSS above the process's RSS before the start: one pass {}, two passes {}",
+             first record of the one-pass start: p50 {}; peak RSS above the process's RSS before the start: one pass {}, two passes {}; \
+             one-pass replay buffer: {}",
             units::bytes(mib << 20),
             units::duration(Duration::from_nanos(if first.hist.is_empty() {
                 0
@@ -337,6 +346,13 @@ pub(super) fn run(s: &Scratch, mib: u64) -> Result<Report, Fail> {
             })),
             units::bytes(max(&rss.0)),
             units::bytes(max(&rss.1)),
+            replay_buffer.map_or_else(
+                || format!(
+                    "{} (default)",
+                    units::bytes(RuntimeConfig::default().replay_buffer as u64)
+                ),
+                |b| units::bytes(b as u64)
+            ),
         ),
         unit: "rec",
         rows: vec![one, two, raw, first],
