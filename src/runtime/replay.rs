@@ -19,12 +19,14 @@
 //! barrier after it) is at most the bound, or, once this shard's cut is
 //! decided, if it lies before the cut. Memory is bounded by
 //! `RuntimeConfig::replay_buffer`: when the engine falls that far behind
-//! (or an epoch holds more than that), the scan stops copying, and the
-//! records from that point on are read again from the log once the shard
-//! has been cut (the only bytes read twice). Records of epochs that are
-//! cut are never handed out: they are either never released (their
-//! barrier is missing, or above the final sealed epoch) or at or past the
-//! cut.
+//! (or an epoch holds more than that), the scan stops copying. It starts
+//! again at the first barrier it meets once the buffer is half empty: the
+//! records it skipped, up to and including that barrier, are a [`Gap`],
+//! read again from the log as soon as that barrier is released (the only
+//! bytes read twice). A gap still open when the scan ends is read once the
+//! shard has been cut. Records of epochs that are cut are never handed
+//! out: they are either never released (their barrier is missing, or above
+//! the final sealed epoch) or at or past the cut.
 //!
 //! Where one pass cannot be used (a core that replays retired shards too,
 //! which must be merged in (epoch, shard, seq) order; repair mode, which
@@ -142,6 +144,18 @@ impl Progress {
     }
 }
 
+/// Records the scan checked but did not copy (the buffer was full): from
+/// `from` to the barrier `to` (both included), whose epoch `release` is
+/// the highest release epoch of any record in it. Its bytes lie before the
+/// scan's position, so they are final once released: the cut only removes
+/// records of epochs above the sealed epoch.
+#[derive(Debug, Clone, Copy)]
+struct Gap {
+    from: Seq,
+    to: Seq,
+    release: Epoch,
+}
+
 /// One copied record.
 struct Entry {
     lsn: Lsn,
@@ -188,8 +202,12 @@ pub(super) struct Feed {
     in_use: usize,
     max_blocks: usize,
     /// Copying stopped here (the limit was reached): this record and the
-    /// ones after it are read from the log again.
+    /// ones after it, up to the barrier where copying starts again (a
+    /// [`Gap`]) or to the cut, are read from the log again.
     overflow: Option<Seq>,
+    /// Closed gaps not yet read, in log order (at most a few: a gap closes
+    /// only once the blocks before it are half handed out).
+    gaps: VecDeque<Gap>,
     /// Barriers seen from the replay position on, (seq, epoch); popped as
     /// the replay passes them.
     marks: VecDeque<(Seq, Epoch)>,
@@ -228,6 +246,7 @@ impl Feed {
             in_use: 0,
             max_blocks: (limit / BLOCK_BYTES).max(2),
             overflow: None,
+            gaps: VecDeque::new(),
             marks: VecDeque::new(),
             stage: Stage::Scanning,
             plan: None,
@@ -258,6 +277,20 @@ impl Feed {
             if needed {
                 self.marks.push_back((f.meta.seq, f.meta.epoch));
                 self.wake();
+            }
+            // Copying starts again after this barrier once half the blocks
+            // are free (not sooner, or each gap would be a few records).
+            if let Some(o) = self.overflow
+                && self.in_use * 2 <= self.max_blocks
+            {
+                self.gaps.push_back(Gap {
+                    from: o,
+                    to: f.meta.seq,
+                    release: f.meta.epoch,
+                });
+                self.overflow = None;
+                self.wake();
+                return;
             }
         }
         if self.overflow.is_some() {
@@ -386,6 +419,8 @@ enum Source<S: Storage> {
     Copied,
     /// The log, read after the start cut it.
     Log(MergedReader<S>),
+    /// A [`Gap`] read from the log, up to its record `last`.
+    Gap { reader: MergedReader<S>, last: Seq },
     /// Nothing left.
     Done,
 }
@@ -393,8 +428,16 @@ enum Source<S: Storage> {
 /// What one look at the feed found.
 enum Step {
     Deliver,
-    Wait { progress: bool },
+    Wait {
+        progress: bool,
+    },
     ReadLog(Vec<(ShardId, Seq, Seq)>),
+    /// Read the records `[from, end)` of this shard from the log, then go
+    /// back to the copied ones.
+    ReadGap {
+        from: Seq,
+        end: Seq,
+    },
     End,
 }
 
@@ -432,6 +475,9 @@ pub struct Replay<S: Storage> {
     /// The sealed bound last computed (recomputed only when a record's
     /// release epoch is above it).
     bound: Epoch,
+    /// The gap being read has handed out its last record: the next call
+    /// goes back to the copied records.
+    gap_done: bool,
 }
 
 /// What a core needs to build its [`Replay`].
@@ -462,6 +508,7 @@ impl<S: Storage> Replay<S> {
             one_pass,
             counts: ReplayCounts::default(),
             bound: Epoch(0),
+            gap_done: false,
         }
     }
 
@@ -521,6 +568,9 @@ impl<S: Storage> Replay<S> {
     /// has been handed out. Fails if the start fails (the records already
     /// handed out then belong to a log that did not open).
     pub async fn next(&mut self) -> Result<Option<Record<'_>>> {
+        if std::mem::take(&mut self.gap_done) {
+            self.source = Source::Copied;
+        }
         while let Source::Copied = self.source {
             match self.step()? {
                 Step::Deliver => break,
@@ -529,6 +579,16 @@ impl<S: Storage> Replay<S> {
                     let r = MergedReader::open_shards(self.storage.clone(), &self.log_dir, &ranges)
                         .await?;
                     self.source = Source::Log(r);
+                }
+                Step::ReadGap { from, end } => {
+                    let range = [(self.shard, from, end)];
+                    let reader =
+                        MergedReader::open_shards(self.storage.clone(), &self.log_dir, &range)
+                            .await?;
+                    self.source = Source::Gap {
+                        reader,
+                        last: Seq(end.0 - 1),
+                    };
                 }
                 Step::End => self.source = Source::Done,
             }
@@ -540,6 +600,22 @@ impl<S: Storage> Replay<S> {
                 self.counts.from_log += u64::from(rec.is_some());
                 Ok(rec)
             }
+            Source::Gap { reader, last } => match reader.next().await? {
+                Some(rec) => {
+                    self.counts.from_log += 1;
+                    self.gap_done = rec.lsn.seq >= *last;
+                    Ok(Some(rec))
+                }
+                // The scan checked every record of the gap: a log that ends
+                // inside it changed under the start.
+                None => Err(failed(
+                    self.shard,
+                    &format!(
+                        "the log ended before seq {}, inside records its recovery scan had checked",
+                        last.0
+                    ),
+                )),
+            },
             Source::Copied => {
                 self.counts.from_scan += 1;
                 let b = self.cur.as_ref().expect("a block to deliver from");
@@ -581,6 +657,33 @@ impl<S: Storage> Replay<S> {
         {
             self.cur = Some(b);
             self.idx = 0;
+        }
+        let next_copied = self
+            .cur
+            .as_ref()
+            .and_then(|b| b.entries.get(self.idx))
+            .map(|e| e.lsn.seq);
+        if let Some(g) = feed.gaps.front().copied()
+            && next_copied.is_none_or(|s| s > g.from)
+        {
+            // The gap comes before the next copied record.
+            let end = match until {
+                Some(u) if g.from >= u => return Ok(Step::End),
+                Some(u) => g.to.next().min(u),
+                None => {
+                    if g.release > self.bound {
+                        self.bound = self.progress.sealed_bound();
+                    }
+                    if g.release > self.bound {
+                        feed.replay = ReplayState::WaitsForBound;
+                        return Ok(Step::Wait { progress: true });
+                    }
+                    g.to.next()
+                }
+            };
+            feed.gaps.pop_front();
+            feed.replay = ReplayState::Busy;
+            return Ok(Step::ReadGap { from: g.from, end });
         }
         if let Some(b) = &self.cur
             && let Some(e) = b.entries.get(self.idx)
@@ -655,6 +758,7 @@ impl<S: Storage> Drop for Replay<S> {
         feed.free.clear();
         feed.filling = None;
         feed.marks.clear();
+        feed.gaps.clear();
     }
 }
 

@@ -11,8 +11,9 @@
 //!   at barrier 5 and then holds a long unsealed tail, so its scan is the
 //!   one that ends last, while shard 0 has long since read barriers 6..12
 //!   and the records between them: none of those may be replayed;
-//! - an epoch larger than the replay buffer (the records from there on are
-//!   read from the log again, once the shard is cut);
+//! - an epoch larger than the replay buffer (its records are read from the
+//!   log again, and the scan copies again after it: two such epochs apart
+//!   leave the epochs between and after them to the one pass);
 //! - random shapes;
 //! - checkpoints (snapshots and a replay position inside a segment);
 //! - a start on fewer shards (a core that adopts a retired shard replays
@@ -285,7 +286,7 @@ fn the_last_scan_to_end_is_below_the_others_and_nothing_cut_is_replayed() {
 }
 
 #[test]
-fn an_epoch_larger_than_the_replay_buffer_is_read_again_after_the_cut() {
+fn an_epoch_larger_than_the_replay_buffer_is_read_again_from_the_log() {
     let root = tempfile::tempdir().expect("tempdir");
     let orig = root.path().join("orig");
     let mut big = epochs(6, 100, 500);
@@ -310,6 +311,44 @@ fn an_epoch_larger_than_the_replay_buffer_is_read_again_after_the_cut() {
         "{counts:?}"
     );
     assert_eq!(got[0].records.len(), 5 * 101 + 2001);
+}
+
+#[test]
+fn after_an_epoch_larger_than_the_replay_buffer_the_scan_copies_again() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let orig = root.path().join("orig");
+    // Shard 0: 3 small epochs, a ~6 MiB one, 20 small, another ~6 MiB one,
+    // 10 small. Each big epoch overflows the 2 MiB buffer.
+    let mut shape = epochs(3, 100, 500);
+    shape.push((2000, 3000));
+    shape.extend(epochs(20, 100, 500));
+    shape.push((2000, 3000));
+    shape.extend(epochs(10, 100, 500));
+    write_log(
+        &orig,
+        &[
+            ShardShape {
+                epochs: shape,
+                tail: (10, 100),
+            },
+            ShardShape {
+                epochs: epochs(40, 50, 800),
+                tail: (0, 0),
+            },
+        ],
+    );
+    let (got, counts, sealed) = compare(&orig, root.path(), config(2, 2 << 20), true);
+    assert_eq!(sealed, 35);
+    assert_eq!(got[0].records.len(), 33 * 101 + 2 * 2001);
+    let c = counts[0];
+    // What was read twice is at most the two big epochs and a few small
+    // epochs after each (a gap ends at the first barrier after the buffer
+    // is half free again); the rest came from the scan. Without copying
+    // again after a gap, everything from the first big epoch's overflow on
+    // (over 2 * 2001 + 30 * 101 records) would be read twice.
+    assert!(c.from_log > 0, "{c:?}");
+    assert!(c.from_log <= 2 * 2001 + 2 * 5 * 101, "{c:?}");
+    assert!(c.from_scan >= 20 * 101, "{c:?}");
 }
 
 #[test]
