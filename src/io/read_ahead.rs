@@ -154,9 +154,9 @@ impl<S: Storage> ChunkStream<S> {
         self.gate = Some(Box::new(gate));
     }
 
-    /// The same stream with `chunk`-byte reads and `room` bytes of head
-    /// room (block multiples), to exercise frames straddling reads.
-    #[cfg(test)]
+    /// The same stream with reads of at most `chunk` bytes and `room` bytes
+    /// of head room (block multiples): for a reader that wants less memory
+    /// than the scan's read-ahead, and for tests of frames straddling reads.
     pub(crate) fn with_sizes(mut self, chunk: usize, room: usize) -> ChunkStream<S> {
         (self.max_chunk, self.max_room) = (chunk, room);
         self

@@ -22,11 +22,11 @@
 //! (or an epoch holds more than that), the scan stops copying. It starts
 //! again at the first barrier it meets once the buffer is half empty: the
 //! records it skipped, up to and including that barrier, are a [`Gap`],
-//! read again from the log as soon as that barrier is released (the only
-//! bytes read twice). A gap still open when the scan ends is read once the
-//! shard has been cut. Records of epochs that are cut are never handed
-//! out: they are either never released (their barrier is missing, or above
-//! the final sealed epoch) or at or past the cut.
+//! read again from the log (in 1 MiB reads) as soon as that barrier is
+//! released (the only bytes read twice). A gap still open when the scan
+//! ends is read once the shard has been cut. Records of epochs that are
+//! cut are never handed out: they are either never released (their barrier
+//! is missing, or above the final sealed epoch) or at or past the cut.
 //!
 //! Where one pass cannot be used (a core that replays retired shards too,
 //! which must be merged in (epoch, shard, seq) order; repair mode, which
@@ -52,7 +52,7 @@ use crate::ids::{CheckpointId, Epoch, Lsn, Seq, ShardId};
 use crate::io::{AlignedBuf, Storage};
 use crate::layout::Layout;
 use crate::merged::MergedReader;
-use crate::reader::Record;
+use crate::reader::{Record, ShardReader};
 use crate::recovery::plan::{self, ReplayPlan};
 
 /// Bytes per block of copied records.
@@ -60,6 +60,10 @@ pub(super) const BLOCK_BYTES: usize = 1 << 20;
 
 /// The most record bytes one chunk of the scan can add (its read size).
 const CHUNK_ROOM: usize = crate::io::read_ahead::CHUNK;
+
+/// Bytes per read of a gap's reader: it runs beside the scan, so it reads
+/// in small pieces rather than holding another read-ahead's 27 MiB.
+const GAP_READ: usize = 1 << 20;
 
 /// The longest a scan waits in one go for the replay or the other shards
 /// before it stops copying instead (a guard: the pause rule does not
@@ -420,7 +424,10 @@ enum Source<S: Storage> {
     /// The log, read after the start cut it.
     Log(MergedReader<S>),
     /// A [`Gap`] read from the log, up to its record `last`.
-    Gap { reader: MergedReader<S>, last: Seq },
+    Gap {
+        reader: Box<ShardReader<S>>,
+        last: Seq,
+    },
     /// Nothing left.
     Done,
 }
@@ -581,10 +588,16 @@ impl<S: Storage> Replay<S> {
                     self.source = Source::Log(r);
                 }
                 Step::ReadGap { from, end } => {
-                    let range = [(self.shard, from, end)];
-                    let reader =
-                        MergedReader::open_shards(self.storage.clone(), &self.log_dir, &range)
-                            .await?;
+                    let reader = ShardReader::open_range(
+                        self.storage.clone(),
+                        &self.log_dir,
+                        self.shard,
+                        from,
+                        end,
+                    )
+                    .await?
+                    .with_read_size(GAP_READ);
+                    let reader = Box::new(reader);
                     self.source = Source::Gap {
                         reader,
                         last: Seq(end.0 - 1),
