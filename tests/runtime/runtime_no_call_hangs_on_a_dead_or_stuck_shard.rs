@@ -15,12 +15,23 @@ use std::time::Duration;
 use runtime_common::*;
 use shardwal::{ControlEvent, CoordinatorConfig, Error, Runtime, RuntimeConfig, ShardId};
 
-fn config() -> RuntimeConfig {
+/// The coordinator's barrier timeout: short where the test waits for it
+/// (an engine that never answers), long where the failure must come first
+/// (a panicking engine's panic hook prints a symbolized backtrace, which
+/// took over 500 ms once while the other test binaries loaded both cores).
+fn barrier_timeout(m: Misbehaviour) -> Duration {
+    match m {
+        Misbehaviour::NeverAnswers => Duration::from_millis(500),
+        _ => Duration::from_secs(5),
+    }
+}
+
+fn config(m: Misbehaviour) -> RuntimeConfig {
     RuntimeConfig {
         pin: false,
         shutdown_timeout: Duration::from_secs(2),
         coordinator: CoordinatorConfig {
-            barrier_timeout: Some(Duration::from_millis(500)),
+            barrier_timeout: Some(barrier_timeout(m)),
             ..CoordinatorConfig::default()
         },
         ..runtime_config(2, small_shard())
@@ -38,7 +49,7 @@ enum Misbehaviour {
 
 fn start(m: Misbehaviour) -> (tempfile::TempDir, Runtime) {
     let tmp = tempfile::tempdir().unwrap();
-    let rt = Runtime::start(tmp.path(), config(), move |ctx| async move {
+    let rt = Runtime::start(tmp.path(), config(m), move |ctx| async move {
         let bad = ctx.shard() == ShardId(1);
         if bad && matches!(m, Misbehaviour::PanicsAtStart) {
             panic!("engine of shard 1 panics at start");
